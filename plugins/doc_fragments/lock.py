@@ -1,0 +1,70 @@
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # Options of the cluster-wide VG lock, shared by every module that changes VG metadata.
+    DOCUMENTATION = r"""
+options:
+  lock_backend:
+    description:
+      - Where the VG lock that serialises changes to the VG metadata is held.
+      - V(local) uses a lock file per VG under C(/run/lock/sltv/). It is safe only when a single
+        host changes the VG (a loop-backed VG, or one hypervisor). No etcd is needed.
+      - V(etcd) holds the lock in etcd so that every host sharing the VG is serialised. The lock
+        lives on a lease of O(lock_ttl) seconds; before every lvm command the module checks that
+        the lease is still held with time to spare, and fails without running the command if it
+        is not (fencing).
+      - etcd can only fence what goes through etcd. A tool that changes the VG without this lock
+        (a hand-run lvcreate) is not stopped. Where the storage itself must enforce exclusion,
+        use an lvmlockd (sanlock) VG as well.
+    type: str
+    choices: [local, etcd]
+    default: local
+  etcd_endpoints:
+    description:
+      - etcd client URLs, tried in order, for example V(https://etcd1.example.com:2379).
+      - Used when O(lock_backend=etcd).
+    type: list
+    elements: str
+    default: ['http://127.0.0.1:2379']
+  etcd_ca_cert:
+    description: CA certificate file that signed the etcd server certificates (HTTPS endpoints).
+    type: path
+  etcd_cert:
+    description: Client certificate file for etcd TLS client authentication. Requires O(etcd_key).
+    type: path
+  etcd_key:
+    description: Private key file of O(etcd_cert).
+    type: path
+  etcd_user:
+    description: etcd user name, when etcd authentication is enabled. Requires O(etcd_password).
+    type: str
+  etcd_password:
+    description: Password of O(etcd_user). Never logged.
+    type: str
+  lock_timeout:
+    description:
+      - Seconds to wait for the VG lock (and for etcd to answer) before failing without changing
+        anything.
+    type: float
+    default: 60
+  lock_ttl:
+    description:
+      - Lease time to live in seconds of the etcd lock; refreshed every O(lock_ttl)/3 seconds.
+        A holder that stalls longer than this loses the lock and is fenced.
+      - At least 3.
+    type: int
+    default: 10
+  lock_prefix:
+    description:
+      - Prefix of every etcd key the collection writes, so that several clusters can share one
+        etcd. The VG lock key is C(<lock_prefix>/locks/vg/<vg>).
+    type: str
+    default: /sltv
+"""

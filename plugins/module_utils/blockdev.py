@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Writes to an active LV's block device: the qcow2 header of a thin disk, and wiping on delete."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import subprocess
+
+from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError
+
+
+def run(argv, timeout=None):
+    """Run argv (never a shell) with LC_ALL=C; return stdout or raise CommandError."""
+    env = dict(os.environ, LC_ALL="C")
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            close_fds=True, universal_newlines=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        raise CommandError(argv, "timeout after %s s" % timeout, stderr, stdout)
+    if proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, stderr, stdout)
+    return stdout
+
+
+def write_qcow2_header(device, virtual_size):
+    """Format ``device`` as a qcow2 image of ``virtual_size`` bytes (only the header is written)."""
+    run(["qemu-img", "create", "-q", "-f", "qcow2", device, str(virtual_size)])
+
+
+def qcow2_info(device):
+    """qemu-img info as a dict (format, virtual-size, ...)."""
+    return json.loads(run(["qemu-img", "info", "--output", "json", "-U", device]))
+
+
+def wipe_device(device, mode):
+    """zero: the device reads back as zeros afterwards (BLKZEROOUT, offloaded to WRITE ZEROES
+    where the storage supports it). discard: unmap only; old data may remain readable."""
+    if mode == "zero":
+        run(["blkdiscard", "--zeroout", device])
+    elif mode == "discard":
+        run(["blkdiscard", device])

@@ -1,0 +1,109 @@
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Bring a disk to the requested state: read, plan, lock only if a change is needed, re-read, act.
+
+The VG lock is held around lvm metadata commands only. Slow device work (qcow2 header, wipe)
+runs outside it, bracketed by tags that say what is in progress, so an interrupted run is
+visible to every host and the next run finishes it.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.sltv.core.plugins.module_utils import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.blockdev import wipe_device, write_qcow2_header
+from ansible_collections.sltv.core.plugins.module_utils.disk import (
+    CREATE, MARK_DELETING, REMOVE, WIPE, WRITE_HEADER, plan_disk,
+)
+from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
+
+
+class DiskResult(object):
+    def __init__(self, plan, changed, lock_wait=0.0, commands=None):
+        self.changed = changed
+        self.before = plan.before
+        self.after = plan.after
+        self.actions = plan.actions
+        self.warnings = list(plan.warnings)
+        self.lock_wait = lock_wait
+        self.commands = commands or []
+
+
+class _Critical(object):
+    """One critical section: acquire the VG lock, fence every lvm write on it, release."""
+
+    def __init__(self, runner, lock_factory, result_waits):
+        self.runner = runner
+        self.lock = lock_factory()
+        self.waits = result_waits
+
+    def __enter__(self):
+        self.lock.acquire()
+        self.waits.append(self.lock.wait_seconds)
+        self.runner.fence = self.lock.ensure_held
+        return self
+
+    def __exit__(self, *exc):
+        self.runner.fence = None
+        self.lock.release()
+        return False
+
+
+def ensure_disk(spec, runner, lock_factory, check_mode=False):
+    """Make disk ``spec`` true on this host's view of the VG; returns a DiskResult.
+
+    ``lock_factory()`` returns a fresh, unacquired VgLock for spec.vg.
+    """
+    can_activate = runner.activation_enabled
+    plan = plan_disk(spec, runner.read_vg(spec.vg), can_activate)
+    if not plan.changed or check_mode:
+        return DiskResult(plan, plan.changed, commands=runner.commands)
+
+    waits = []
+    with _Critical(runner, lock_factory, waits):
+        # Another host may have changed the VG while we waited: decide again on fresh metadata.
+        vg = runner.read_vg(spec.vg)
+        plan = plan_disk(spec, vg, can_activate)
+        if CREATE in plan.actions:
+            runner.create_lv(spec.vg, spec.name, plan.lv_size, plan.create_tags)
+        if MARK_DELETING in plan.actions:
+            runner.change_tags(spec.vg, spec.name, add=[T.make_tag(T.STATE, "deleting")])
+        if REMOVE in plan.actions and WIPE not in plan.actions:
+            runner.remove_lv(spec.vg, spec.name)
+
+    if WRITE_HEADER in plan.actions:
+        _write_header(spec, runner, plan, vg.shared)
+        with _Critical(runner, lock_factory, waits):
+            runner.change_tags(spec.vg, spec.name, delete=[T.make_tag(T.INIT, "pending")])
+    if WIPE in plan.actions:
+        _wipe(spec, runner, vg.shared)
+        with _Critical(runner, lock_factory, waits):
+            runner.remove_lv(spec.vg, spec.name)
+    return DiskResult(plan, plan.changed, lock_wait=sum(waits), commands=runner.commands)
+
+
+def _on_device(spec, runner, vg_shared, work, what, left_as):
+    """Activate the LV here, run ``work(path)``, always deactivate; explain what is left on failure."""
+    path = "/dev/%s/%s" % (spec.vg, spec.name)
+    try:
+        runner.activate(spec.vg, spec.name, exclusive=True, shared_vg=vg_shared)
+        try:
+            work(path)
+        finally:
+            runner.deactivate(spec.vg, spec.name)
+    except SltvError as exc:
+        raise SltvError("disk %s in VG %s: %s failed (%s). The disk is left %s" % (spec.name, spec.vg, what, exc, left_as))
+
+
+def _write_header(spec, runner, plan, vg_shared):
+    _on_device(spec, runner, vg_shared, lambda path: write_qcow2_header(path, plan.virtual_size), "writing the qcow2 header",
+               "tagged %s=pending: run the task again to finish it, or delete it with state=absent"
+               % (T.MANAGED + "_" + T.INIT))
+
+
+def _wipe(spec, runner, vg_shared):
+    _on_device(spec, runner, vg_shared, lambda path: wipe_device(path, spec.wipe), "wipe=%s" % spec.wipe,
+               "in place, tagged %s=deleting: run state=absent again to finish, or use wipe=none"
+               % (T.MANAGED + "_" + T.STATE))

@@ -1,0 +1,186 @@
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""lvm2 wrapper: argv lists only, LC_ALL=C, JSON reports in bytes, one host-wide lock file.
+
+Every lvm command on a host runs under one lock file (concurrent lvm commands on one host have
+deadlocked in the field, see csilvm). Write commands first call ``fence()`` (the VG lock's
+``ensure_held``) so that a holder whose cluster lock expired never changes the metadata.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import subprocess
+
+from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import LOCK_DIR, FileLock
+from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, SltvError
+
+HOST_LOCK_PATH = os.path.join(LOCK_DIR, "lvm-host.lock")
+HOST_LOCK_TIMEOUT = 300
+
+# Test-only setting for machines without device-mapper: lvm2 runs with --driverloaded n, so
+# metadata commands are real but nothing can be activated. Never set on a hypervisor.
+NO_ACTIVATION_ENV = "SLTV_TEST_LVM_NO_ACTIVATION"
+
+VG_FIELDS = "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_attr,vg_tags,vg_lock_type"
+LV_FIELDS = "lv_name,lv_uuid,lv_size,lv_attr,lv_tags,lv_path,lv_active_locally,lv_device_open"
+REPORT_OPTS = ["--reportformat", "json", "--units", "b", "--nosuffix"]
+
+
+class VgNotFound(SltvError):
+    pass
+
+
+class ActivationUnavailable(SltvError):
+    """LVs cannot be activated on this host (no device-mapper, or the test setting is on)."""
+
+
+class LogicalVolume(object):
+    """One row of the report: the facts of an LV, sizes in bytes."""
+
+    def __init__(self, row):
+        self.name = row["lv_name"]
+        self.uuid = row.get("lv_uuid", "")
+        self.size = int(row["lv_size"])
+        self.attr = row.get("lv_attr", "")
+        self.tags = [t for t in row.get("lv_tags", "").split(",") if t]
+        self.path = row.get("lv_path", "")
+        # attr[4] is 'a' when active on this host, attr[5] 'o' when open ('X' = unknown, no dm).
+        self.active = row.get("lv_active_locally", "") == "active locally" or self.attr[4:5] == "a"
+        self.open = row.get("lv_device_open", "") == "open" or self.attr[5:6] == "o"
+
+    @property
+    def plain(self):
+        """True for a linear/striped LV (not a thin pool, snapshot, cache or RAID volume)."""
+        return self.attr[:1] in ("-", "")
+
+
+class VolumeGroup(object):
+    def __init__(self, row, lv_rows):
+        self.name = row["vg_name"]
+        self.uuid = row.get("vg_uuid", "")
+        self.size = int(row["vg_size"])
+        self.free = int(row["vg_free"])
+        self.extent_size = int(row["vg_extent_size"])
+        self.attr = row.get("vg_attr", "")
+        self.tags = [t for t in row.get("vg_tags", "").split(",") if t]
+        self.lock_type = row.get("vg_lock_type", "") or "none"
+        self.lvs = dict((r["lv_name"], LogicalVolume(r)) for r in lv_rows)
+
+    @property
+    def shared(self):
+        """True for an lvmlockd VG (sanlock/dlm): activation takes -aey/-asy."""
+        return self.lock_type in ("sanlock", "dlm", "idm")
+
+
+class LvmRunner(object):
+    """Runs lvm2 commands. ``fence`` is called before every command that writes."""
+
+    def __init__(self, fence=None, host_lock_path=HOST_LOCK_PATH, environ=None):
+        environ = os.environ if environ is None else environ
+        self.fence = fence
+        self.activation_enabled = environ.get(NO_ACTIVATION_ENV, "") not in ("1", "true", "yes")
+        self.commands = []  # every argv run, for results and tests
+        self._host_lock_path = host_lock_path
+
+    # -- running -------------------------------------------------------------------------------
+    def _run(self, argv, write):
+        argv = list(argv)
+        if not self.activation_enabled:
+            at = 2 if argv[0] == "lvm" else 1  # right after the (sub)command name
+            argv[at:at] = ["--driverloaded", "n"]
+        if write and self.fence is not None:
+            self.fence()
+        env = dict(os.environ, LC_ALL="C", LVM_SUPPRESS_FD_WARNINGS="1")
+        host_lock = FileLock(self._host_lock_path, HOST_LOCK_TIMEOUT)
+        host_lock.acquire()
+        try:
+            self.commands.append(argv)
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                    close_fds=True, universal_newlines=True)
+            stdout, stderr = proc.communicate()
+        finally:
+            host_lock.release()
+        if proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, _strip_warnings(stderr), stdout)
+        return stdout
+
+    # -- reads -----------------------------------------------------------------------------------
+    def read_vg(self, vg):
+        """One ``lvm fullreport`` for the VG and all its LVs. Raises VgNotFound."""
+        argv = ["lvm", "fullreport"] + REPORT_OPTS + [
+            "--configreport", "vg", "-o", VG_FIELDS,
+            "--configreport", "lv", "-o", LV_FIELDS,
+            "--configreport", "pv", "-o", "pv_name",
+            "--configreport", "seg", "-o", "segtype",
+            "--configreport", "pvseg", "-o", "pvseg_start",
+            vg,
+        ]
+        try:
+            out = self._run(argv, write=False)
+        except CommandError as exc:
+            if "not found" in exc.stderr:
+                raise VgNotFound("volume group %s not found on this host (%s); check the name, "
+                                 "and that its PVs are visible here (pvs)" % (vg, exc.stderr.splitlines()[0]))
+            raise
+        reports = json.loads(out).get("report", [])
+        if not reports or not reports[0].get("vg"):
+            raise VgNotFound("volume group %s not found on this host" % vg)
+        report = reports[0]
+        return VolumeGroup(report["vg"][0], report.get("lv", []))
+
+    # -- writes ----------------------------------------------------------------------------------
+    def create_lv(self, vg, name, size, tags):
+        """Create an inactive plain LV of ``size`` bytes (a multiple of the extent size)."""
+        argv = ["lvcreate", "--yes", "-n", name, "-L", "%db" % size,
+                "--setautoactivation", "n", "-an", "-Zn", "-Wn"]
+        for tag in tags:
+            argv += ["--addtag", tag]
+        self._run(argv + [vg], write=True)
+
+    def remove_lv(self, vg, name):
+        self._run(["lvremove", "--yes", "%s/%s" % (vg, name)], write=True)
+
+    def extend_lv(self, vg, name, size):
+        self._run(["lvextend", "-L", "%db" % size, "%s/%s" % (vg, name)], write=True)
+
+    def change_tags(self, vg, name, add=(), delete=()):
+        argv = ["lvchange"]
+        for tag in add:
+            argv += ["--addtag", tag]
+        for tag in delete:
+            argv += ["--deltag", tag]
+        self._run(argv + ["%s/%s" % (vg, name)], write=True)
+
+    # -- activation ------------------------------------------------------------------------------
+    def check_activation(self):
+        if not self.activation_enabled:
+            raise ActivationUnavailable(
+                "LV activation is switched off by the test setting %s" % NO_ACTIVATION_ENV)
+        if not os.path.exists("/dev/mapper/control"):
+            raise ActivationUnavailable(
+                "this host has no device-mapper (/dev/mapper/control is missing), so no LV can be "
+                "activated here: load the dm_mod kernel module or run on a host that has it")
+
+    def activate(self, vg, name, exclusive=True, shared_vg=False):
+        """Activate on this host; lvmlockd VGs take the exclusive (or shared) LV lock."""
+        self.check_activation()
+        mode = "-ay"
+        if shared_vg:
+            mode = "-aey" if exclusive else "-asy"
+        self._run(["lvchange", mode, "%s/%s" % (vg, name)], write=False)
+
+    def deactivate(self, vg, name):
+        self.check_activation()
+        self._run(["lvchange", "-an", "%s/%s" % (vg, name)], write=False)
+
+
+def _strip_warnings(stderr):
+    """Drop lvm2's noise lines so that error messages show the real cause."""
+    keep = [line.strip() for line in (stderr or "").splitlines()
+            if line.strip() and "Activation disabled" not in line and "leaked on" not in line]
+    return "\n".join(keep)

@@ -1,0 +1,50 @@
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Argument spec pieces shared by the modules (documented in the doc fragment sltv.core.lock)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import socket
+
+from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import make_vg_lock
+
+LOCK_ARGUMENT_SPEC = dict(
+    lock_backend=dict(type="str", default="local", choices=["local", "etcd"]),
+    etcd_endpoints=dict(type="list", elements="str", default=["http://127.0.0.1:2379"]),
+    etcd_ca_cert=dict(type="path"),
+    etcd_cert=dict(type="path"),
+    etcd_key=dict(type="path", no_log=False),
+    etcd_user=dict(type="str"),
+    etcd_password=dict(type="str", no_log=True),
+    lock_timeout=dict(type="float", default=60.0),
+    lock_ttl=dict(type="int", default=10),
+    lock_prefix=dict(type="str", default="/sltv"),
+)
+
+LOCK_REQUIRED_TOGETHER = [["etcd_cert", "etcd_key"], ["etcd_user", "etcd_password"]]
+
+
+def lock_settings(params):
+    return dict((key, params.get(key)) for key in LOCK_ARGUMENT_SPEC)
+
+
+def lock_factory(params, vg, tool):
+    """Return a function that builds a fresh VG lock; the holder names this host, tool and pid."""
+    settings = lock_settings(params)
+    holder = "%s:%s:%d" % (socket.gethostname(), tool, os.getpid())
+    return lambda: make_vg_lock(settings, vg, holder)
+
+
+def check_lock_params(params):
+    """Return an error message for lock settings that make no sense, or None."""
+    if params.get("lock_timeout") is not None and params["lock_timeout"] <= 0:
+        return "lock_timeout must be greater than 0 seconds"
+    if params.get("lock_ttl") is not None and params["lock_ttl"] < 3:
+        return "lock_ttl must be at least 3 seconds (the lease is refreshed every lock_ttl/3)"
+    if params.get("lock_backend") == "etcd" and not params.get("etcd_endpoints"):
+        return "lock_backend=etcd needs at least one entry in etcd_endpoints"
+    return None

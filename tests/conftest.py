@@ -1,0 +1,29 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Make the collection importable as ansible_collections.sltv.core from a plain checkout."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS_DIR = os.path.join(REPO_ROOT, "build", "collections")
+
+
+def _link_collection():
+    """build/collections/ansible_collections/sltv/core -> the repository root."""
+    namespace_dir = os.path.join(COLLECTIONS_DIR, "ansible_collections", "sltv")
+    link = os.path.join(namespace_dir, "core")
+    if not os.path.isdir(namespace_dir):
+        os.makedirs(namespace_dir)
+    if not os.path.lexists(link):
+        os.symlink(REPO_ROOT, link)
+    if COLLECTIONS_DIR not in sys.path:
+        sys.path.insert(0, COLLECTIONS_DIR)
+
+
+if os.path.basename(os.path.dirname(os.path.dirname(REPO_ROOT))) != "ansible_collections":
+    _link_collection()
