@@ -1,0 +1,382 @@
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The etcd backend of the VG lock: a key owned by a lease, created by a transaction.
+
+* acquire: grant a lease (TTL ``lock_ttl``) kept alive by a daemon thread, then loop on the
+  transaction ``if create_revision(key) == 0 then put(key, value, lease) else range(key)``.
+  Success: the key's create revision is the fencing token. Failure: watch the key for its
+  deletion from the revision right after the failed transaction, so a release that happens
+  between the transaction and the watch is still seen.
+* ensure_held (before every lvm command): the lease must still have a safety margin left, both
+  by the local clock (time of the last successful keepalive) and by etcd (the key is ours and
+  the lease's remaining TTL is large enough). Otherwise LockLost: another host may already hold
+  the VG, so the command must not run.
+* release: delete the key only if its create revision is still our token, revoke the lease.
+
+The lock is never re-acquired behind the caller's back: once lost it stays lost.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import json
+import os
+import re
+import socket
+import threading
+import time
+
+from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import LOCK_SETTINGS_DEFAULTS, VgLock
+from ansible_collections.sltv.core.plugins.module_utils.errors import LockError, LockLost, LockTimeout
+from ansible_collections.sltv.core.plugins.module_utils import etcd_client
+from ansible_collections.sltv.core.plugins.module_utils.etcd_client import (
+    compare_create_revision,
+    first_range_kv,
+    header_revision,
+    request_delete,
+    request_put,
+    request_range,
+    txn_body,
+    txn_succeeded,
+)
+
+# Longest single wait on the watch before the transaction is tried again (in case the watch
+# stream died silently): bounds how long a lost wakeup could delay us.
+WATCH_SLICE = 1.0
+MIN_TTL = 2  # etcd's own minimum lease TTL with default election settings
+
+_VG_RE = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$")
+
+
+def normalize_prefix(prefix):
+    """'sltv/' -> '/sltv', '//a//b/' -> '/a/b', '' or '/' -> ''."""
+    if prefix is None:
+        prefix = ""
+    if not isinstance(prefix, str):
+        raise LockError("lock_prefix must be a string, got %r" % (prefix,))
+    parts = [part for part in prefix.strip().split("/") if part]
+    return "".join("/" + part for part in parts)
+
+
+def lock_key(prefix, vg):
+    """The etcd key locking ``vg``: <prefix>/locks/vg/<vg>."""
+    return "%s/locks/vg/%s" % (normalize_prefix(prefix), vg)
+
+
+def check_vg_name(vg):
+    if not isinstance(vg, str) or not _VG_RE.match(vg) or vg in (".", ".."):
+        raise LockError("invalid VG name %r for the etcd lock" % (vg,))
+    return vg
+
+
+def safety_margin(ttl):
+    """How much lease time must be left for ensure_held to trust the lock: max(1 s, TTL/3)."""
+    return max(1.0, ttl / 3.0)
+
+
+def lock_settings(settings):
+    """Checked (ttl, timeout, prefix) from the settings (defaults filled in). Raises LockError."""
+    merged = dict(LOCK_SETTINGS_DEFAULTS)
+    merged.update(dict((k, v) for k, v in settings.items() if v is not None))
+    try:
+        ttl = merged["lock_ttl"]
+        if isinstance(ttl, bool) or float(ttl) != int(float(ttl)):
+            raise ValueError
+        ttl = int(float(ttl))
+    except (TypeError, ValueError):
+        raise LockError("lock_ttl must be a whole number of seconds, got %r" % (merged["lock_ttl"],))
+    if ttl < MIN_TTL:
+        raise LockError("lock_ttl must be at least %d seconds, got %d" % (MIN_TTL, ttl))
+    try:
+        timeout = float(merged["lock_timeout"])
+        if isinstance(merged["lock_timeout"], bool) or timeout != timeout:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise LockError("lock_timeout must be a number of seconds, got %r" % (merged["lock_timeout"],))
+    if timeout < 0:
+        raise LockError("lock_timeout must not be negative, got %s" % timeout)
+    return ttl, timeout, normalize_prefix(merged["lock_prefix"]), merged
+
+
+def holder_value(holder, vg):
+    """The JSON stored in the lock key: who holds it, for the admin and for error messages."""
+    return json.dumps(
+        {
+            "holder": holder,
+            "vg": vg,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "acquired": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        },
+        sort_keys=True,
+    )
+
+
+class EtcdVgLock(VgLock):
+    """Cluster-wide VG lock in etcd. See the module docstring for the protocol."""
+
+    backend = "etcd"
+
+    def __init__(self, vg, holder, settings):
+        ttl, timeout, prefix, merged = lock_settings(settings)
+        super(EtcdVgLock, self).__init__(check_vg_name(vg), holder, timeout)
+        etcd_client.validate_connection_settings(merged)  # bad paths/URLs fail now, not mid-run
+        self._settings = merged
+        self.endpoints = etcd_client.parse_endpoints(merged["etcd_endpoints"])
+        self.ttl = ttl  # requested; self.lease_ttl is what etcd granted
+        self.prefix = prefix
+        self.key = lock_key(prefix, vg)
+        self.lease_id = None
+        self.lease_ttl = None
+        self.margin = safety_margin(ttl)
+        self.release_warning = None  # set when release could not clean up (lease expiry will)
+        self._client = None
+        self._state = threading.Lock()
+        self._stop = None
+        self._thread = None
+        self._valid_until = None  # monotonic time until which the lease surely lives
+        self._lost = None  # why the lock is lost, once it is
+
+    @classmethod
+    def from_settings(cls, settings, vg, holder):
+        return cls(vg, holder, settings)
+
+    # -- acquire ------------------------------------------------------------------------------
+
+    def _unreachable(self, detail):
+        return LockError(
+            "cannot lock VG %s in etcd (key %s): etcd is not usable at %s: %s. Nothing was changed."
+            % (self.vg, self.key, ", ".join(self.endpoints), detail)
+        )
+
+    def _connect(self, deadline):
+        """Connect, retrying until the deadline while the failure may be temporary."""
+        while True:
+            try:
+                return etcd_client.connect(self._settings, deadline=deadline)
+            except etcd_client.EndpointError as exc:
+                if exc.permanent or time.monotonic() + 0.2 >= deadline:
+                    raise self._unreachable(str(exc))
+            time.sleep(0.2)
+
+    def acquire(self):
+        if self.token is not None:
+            raise LockError("the etcd lock on VG %s is already held by this object" % self.vg)
+        started = time.monotonic()
+        # Connecting gets at least a little time even with lock_timeout=0.
+        deadline = started + max(self.timeout, 0.5)
+        self._lost = None
+        self.release_warning = None
+        self._client = self._connect(deadline)
+        try:
+            self._acquire(started, deadline)
+        except BaseException:
+            self._cleanup(delete_key=False)
+            raise
+        self.wait_seconds = time.monotonic() - started
+
+    def _bounded(self, deadline):
+        """Let the next request last no longer than what is left of the deadline."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LockTimeout("out of time")
+        self._client.timeout = max(0.05, min(etcd_client.REQUEST_TIMEOUT, left))
+
+    def _acquire(self, started, deadline):
+        client = self._client
+        errors = etcd_client.etcd_errors()
+        try:
+            self._bounded(deadline)
+            sent = time.monotonic()
+            self.lease_id, self.lease_ttl = client.grant_lease(self.ttl)
+        except errors as exc:
+            raise self._unreachable("granting a lease failed: %s" % client.describe(exc))
+        except LockTimeout:
+            raise self._unreachable("timed out")
+        self._valid_until = sent + self.lease_ttl
+        self.margin = safety_margin(self.lease_ttl)
+        self._start_keepalive()
+
+        value = holder_value(self.holder, self.vg)
+        txn = txn_body(
+            [compare_create_revision(self.key, 0)],
+            [request_put(self.key, value, self.lease_id)],
+            [request_range(self.key)],
+        )
+        current = None
+        last_error = None
+        while True:
+            if self._lost:
+                raise LockError("cannot lock VG %s: %s. Nothing was changed." % (self.vg, self._lost))
+            try:
+                self._bounded(deadline)
+                response = client.txn(txn)
+            except LockTimeout:
+                break
+            except errors as exc:
+                last_error = client.describe(exc)
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                if time.monotonic() >= deadline:
+                    break
+                continue
+            last_error = None
+            if txn_succeeded(response):
+                # The put created the key in this transaction: its create revision is the
+                # transaction's revision. That number only grows: it is our fencing token.
+                self.token = header_revision(response)
+                return
+            kv = first_range_kv(response)
+            current = kv["value"].decode("utf-8", "replace") if kv else None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            # Watch from the revision after the failed txn: a delete after it cannot be missed.
+            client.wait_for_delete(self.key, header_revision(response) + 1, min(WATCH_SLICE, left))
+
+        if last_error:
+            raise self._unreachable(last_error)
+        raise LockTimeout(
+            "timed out after %.1f s waiting for the etcd lock on VG %s (key %s), held by %s. "
+            "Nothing was changed. Retry later; if that holder is dead its lease expires within "
+            "its lock_ttl; or raise lock_timeout." % (self.timeout, self.vg, self.key, current or "(unknown)")
+        )
+
+    # -- keepalive ----------------------------------------------------------------------------
+
+    def _start_keepalive(self):
+        self._stop = threading.Event()
+        # Own client (own HTTP session): requests sessions are not meant to be shared by threads.
+        interval = self.lease_ttl / 3.0
+        client = self._client.clone(timeout=max(0.2, interval))
+        self._thread = threading.Thread(
+            target=self._keepalive, args=(client, self.lease_id, interval, self._stop),
+            name="sltv-etcd-keepalive-%s" % self.vg,
+        )
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _keepalive(self, client, lease_id, interval, stop):
+        try:
+            while not stop.wait(interval):
+                sent = time.monotonic()
+                try:
+                    ttl = client.refresh_lease(lease_id)
+                except Exception as exc:
+                    # Strict on purpose: no retry that could hide a gap in the lease.
+                    self._mark_lost("refreshing the lease failed: %s" % client.describe(exc))
+                    return
+                if ttl <= 0:
+                    self._mark_lost("the lease %x expired (etcd answered TTL %d)" % (lease_id, ttl))
+                    return
+                with self._state:
+                    if not self._lost:
+                        # etcd started the new TTL after we sent: sent + ttl is a safe bound.
+                        self._valid_until = sent + ttl
+        finally:
+            client.close()
+
+    def _mark_lost(self, why):
+        with self._state:
+            if not self._lost:
+                self._lost = why
+            self._valid_until = None
+
+    def _stop_keepalive(self):
+        if self._stop is not None:
+            self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=etcd_client.REQUEST_TIMEOUT + 1)
+        self._thread = None
+        self._stop = None
+
+    # -- ensure_held --------------------------------------------------------------------------
+
+    def _fenced(self, why):
+        return LockLost(
+            "the etcd lock on VG %s (key %s) is no longer safely held: %s. The lvm command was NOT "
+            "run. Another host may hold the VG now: check the state of the disk and run the "
+            "operation again." % (self.vg, self.key, why)
+        )
+
+    def _local_left(self):
+        with self._state:
+            if self._lost:
+                raise self._fenced(self._lost)
+            if self._valid_until is None:
+                raise self._fenced("the lease is not being kept alive")
+            return self._valid_until - time.monotonic()
+
+    def ensure_held(self):
+        if self.token is None or self._client is None:
+            raise self._fenced("the lock is not held")
+        left = self._local_left()
+        if left < self.margin:
+            raise self._fenced("the last lease keepalive is too old (%.1f s of lease left, need %.1f)"
+                               % (left, self.margin))
+        client = self._client
+        try:
+            client.timeout = max(0.2, min(etcd_client.REQUEST_TIMEOUT, left - self.margin))
+            kv = client.get_kv(self.key)
+            remaining = client.lease_ttl(self.lease_id) if kv else -1
+        except etcd_client.etcd_errors() as exc:
+            raise self._fenced("etcd could not confirm it: %s" % client.describe(exc))
+        if kv is None:
+            raise self._fenced("the lock key is gone")
+        if kv["lease"] != self.lease_id or kv["create_revision"] != self.token:
+            raise self._fenced(
+                "the lock key now belongs to someone else (create revision %d, ours %d): %s"
+                % (kv["create_revision"], self.token, kv["value"].decode("utf-8", "replace"))
+            )
+        # etcd rounds the remaining TTL down to whole seconds: comparing it is conservative.
+        if remaining < self.margin:
+            raise self._fenced("the lease has only %d s left in etcd (need %.1f)" % (remaining, self.margin))
+        # Checked again last: the etcd requests themselves took time.
+        left = self._local_left()
+        if left < self.margin:
+            raise self._fenced("the last lease keepalive is too old (%.1f s left)" % left)
+
+    # -- release ------------------------------------------------------------------------------
+
+    def release(self):
+        """Give the lock back. Never raises for etcd problems: the lease expiry frees the key."""
+        if self._client is None:
+            return
+        self._cleanup(delete_key=True)
+
+    def _cleanup(self, delete_key):
+        self._stop_keepalive()
+        client, self._client = self._client, None
+        token, lease_id = self.token, self.lease_id
+        self.token = None
+        self.lease_id = None
+        self._valid_until = None
+        warnings = []
+        if client is None:
+            return
+        client.timeout = 2.0  # bounded: release runs on error paths too
+        try:
+            if delete_key and token is not None:
+                try:
+                    # Delete only our own key: someone else's has another create revision.
+                    client.txn(txn_body([compare_create_revision(self.key, token)], [request_delete(self.key)]))
+                except etcd_client.etcd_errors() as exc:
+                    warnings.append("deleting %s failed: %s" % (self.key, client.describe(exc)))
+            if lease_id is not None:
+                try:
+                    client.revoke_lease(lease_id)
+                except etcd_client.etcd_errors() as exc:
+                    warnings.append("revoking lease %x failed: %s" % (lease_id, client.describe(exc)))
+        finally:
+            client.close()
+        if warnings:
+            self.release_warning = (
+                "etcd lock on VG %s not cleanly released (%s); it frees itself when the lease expires "
+                "within %s s" % (self.vg, "; ".join(warnings), self.lease_ttl or self.ttl)
+            )
+
+    @property
+    def held(self):
+        return self.token is not None

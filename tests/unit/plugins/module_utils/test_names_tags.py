@@ -1,0 +1,55 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible_collections.sltv.core.plugins.module_utils import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.errors import ValidationError
+from ansible_collections.sltv.core.plugins.module_utils.names import validate_disk_name, validate_vg_name
+
+GOOD = ["web01-data", "a", "A.b+c_d-1", "x" * 127, "data_mlo", "snap", "my.snapshot"]
+BAD = ["", "-lead", ".", "..", "snapshot1", "pvmove0", "disk_mlog", "x_rimage_0", "a_tdata", "x" * 128,
+       "sp ace", "sla/sh", "ümlaut", "semi;colon", "dollar$", "new\nline"]
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_good_disk_names(name):
+    assert validate_disk_name(name) == name
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_disk_names(name):
+    with pytest.raises(ValidationError):
+        validate_disk_name(name)
+
+
+def test_vg_name_rules():
+    assert validate_vg_name("vg_san") == "vg_san"
+    for bad in ("", "-x", "a b", "..", "v" * 128):
+        with pytest.raises(ValidationError):
+            validate_vg_name(bad)
+
+
+def test_disk_name_not_string():
+    with pytest.raises(ValidationError):
+        validate_disk_name(None)
+
+
+@pytest.mark.parametrize("value", ["hv1:3f2a-uuid", "plain", "with space", "hash#sign", "ünï", "a,b", "50%"])
+def test_tag_values_round_trip_inside_lvm_alphabet(value):
+    tag = T.make_tag(T.ATTACHED, value)
+    assert all(c.isalnum() and c.isascii() or c in "_+.-/=!:&#" for c in tag), tag
+    managed, facts = T.parse_tags(["sltv", tag])
+    assert managed and facts[T.ATTACHED] == [value]
+
+
+def test_disk_tags():
+    tags = T.disk_tags("thin", "qcow2", 1024, pending_init=True)
+    assert tags == ["sltv", "sltv_kind=thin", "sltv_format=qcow2", "sltv_vsize=1024", "sltv_init=pending"]
+
+
+def test_unmanaged_tags():
+    managed, facts = T.parse_tags(["other", "sltv_kind=thick"])
+    assert not managed and facts == {"kind": ["thick"]}
