@@ -58,6 +58,8 @@ def ensure_disk(spec, runner, lock_factory, check_mode=False):
     """
     can_activate = runner.activation_enabled
     plan = plan_disk(spec, runner.read_vg(spec.vg), can_activate)
+    if plan.changed and can_activate:
+        runner.check_activation()  # lvcreate/lvremove need device-mapper even for inactive LVs
     if not plan.changed or check_mode:
         return DiskResult(plan, plan.changed, commands=runner.commands)
 

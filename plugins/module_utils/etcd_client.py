@@ -58,7 +58,7 @@ def parse_endpoint(url):
     if not isinstance(url, str) or not url.strip():
         raise LockError("etcd_endpoints: empty or non-string endpoint %r" % (url,))
     text = url.strip()
-    match = re.match(r"^(https?)://(\[[0-9A-Fa-f:.]+\]|[^:/\[\]@\s]+)(?::(\d{1,5}))?/?$", text)
+    match = re.match(r"^(https?)://(\[[0-9A-Fa-f:.]+\]|[^:/\[\]@\s]+)(?::(\d{1,5}))?/?\Z", text)
     if not match:
         raise LockError(
             "etcd_endpoints: %r is not an etcd client URL; use http://HOST:PORT or https://HOST:PORT" % (text,)
@@ -208,19 +208,41 @@ def decode_kv(kv):
 # ---------------------------------------------------------------------------------------------
 
 
+# requests/urllib3 wrap the real reason in several layers of text; these find it.
+_REASONS = (
+    (re.compile(r"\[Errno -?\d+\] ([^'\")]+)"), "%s"),
+    (re.compile(r"(\[SSL[^\]]*\][^'\"()]*)"), "TLS error: %s"),
+    (re.compile(r"(EOF occurred in violation of protocol)"), "TLS error: %s"),
+    (re.compile(r"Read timed out\. \(read timeout=([0-9.]+)"), "no answer (read timeout %.5s s)"),
+    (re.compile(r"(timed out)"), "%s"),
+    (re.compile(r"(Remote end closed connection without response)"), "%s"),
+    (re.compile(r"(Connection reset by peer)"), "%s"),
+)
+
+
+def short_reason(text):
+    """The innermost reason of a requests/urllib3 error text, or the text itself."""
+    for pattern, template in _REASONS:
+        match = pattern.search(text)
+        if match:
+            return template % match.group(1).strip()
+    return text
+
+
 def describe_error(exc):
-    """A one-line text for an etcd3gw/requests exception (etcd3gw's str() is often empty)."""
+    """A short one-line text for an etcd3gw/requests exception (etcd3gw's str() is often empty)."""
     detail = getattr(exc, "detail_text", None)
     if detail:
         try:
             body = json.loads(detail)
             detail = body.get("message") or body.get("error") or detail
         except (ValueError, AttributeError):
-            pass
-        text = "%s: %s" % (type(exc).__name__, detail)
+            detail = short_reason(detail)
+        text = detail
     else:
-        text = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
-    return " ".join(text.split())
+        text = short_reason(str(exc)) or type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def is_invalid_token_error(exc):
@@ -256,6 +278,10 @@ class EtcdClient(Etcd3Client):
             host=host, port=port, protocol=protocol, ca_cert=ca_cert, cert_key=key, cert_cert=cert,
             timeout=timeout, api_path=API_PATH,
         )
+        # With trust_env, requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify
+        # (so etcd_ca_cert would be ignored) and sends etcd traffic through *_PROXY: only the
+        # settings count here. Without etcd_ca_cert, https uses requests' default CA bundle.
+        self.session.trust_env = False
         self.endpoint = endpoint
         self.ca_cert = ca_cert
         self.cert = cert
@@ -299,7 +325,7 @@ class EtcdClient(Etcd3Client):
             resp = self.session.post(self.get_url("/maintenance/status"), json={}, timeout=self.timeout)
         except requests.exceptions.SSLError as exc:
             raise EndpointError(
-                "%s: TLS failed (%s); check etcd_ca_cert (%s) is the CA that signed the server "
+                "%s: %s; check that etcd_ca_cert (%s) is the CA that signed the server "
                 "certificate, and etcd_cert/etcd_key (%s, %s) if the server wants a client certificate"
                 % (self.endpoint, self.scrub(describe_error(exc)), self.ca_cert or "system CAs",
                    self.cert or "not set", self.key or "not set"),
@@ -337,9 +363,11 @@ class EtcdClient(Etcd3Client):
             body = resp.json()
         except ValueError:
             body = {}
+        reason = body.get("message") or body.get("error") or ("HTTP %s" % resp.status_code)
+        if "authentication is not enabled" in reason:
+            return  # credentials set before auth is turned on: requests work without a token
         if resp.status_code != 200 or not body.get("token"):
-            reason = body.get("message") or body.get("error") or ("HTTP %s" % resp.status_code)
-            permanent = "authentication failed" in reason or "not enabled" in reason
+            permanent = "authentication failed" in reason
             raise EndpointError(
                 "%s: etcd refused user %s: %s; check etcd_user/etcd_password"
                 % (self.endpoint, self.user, self.scrub(reason)),
@@ -410,11 +438,10 @@ class EtcdClient(Etcd3Client):
             resp = self.session.post(self.get_url("/watch"), json=body, stream=True,
                                      timeout=(connect_timeout, read_timeout))
         except (requests.exceptions.RequestException, OSError):
-            time.sleep(max(0.0, min(0.2, deadline - time.monotonic())))
-            return False
+            return self._pause_until(deadline)
         try:
             if resp.status_code != 200:
-                return False
+                return self._pause_until(deadline)
             # chunk_size=None: hand over each chunk of the (chunked) stream as soon as it arrives.
             for line in resp.iter_lines(chunk_size=None):
                 if not line.strip():
@@ -424,16 +451,24 @@ class EtcdClient(Etcd3Client):
                     # compacted start revision, or a bad/expired token: let the caller retry.
                     if self.user and "auth token" in (result.get("cancel_reason") or ""):
                         self.authenticate()
-                    return False
+                    return self._pause_until(deadline)
                 if result.get("events"):
                     return True  # NOPUT filter: any event is a delete
                 if time.monotonic() >= deadline:
                     return False
             return False
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return False  # read timeout (the usual end of a slice) or stream cut: retry
         except (requests.exceptions.RequestException, OSError, ValueError):
-            return False  # read timeout, stream cut, garbage: same thing, retry
+            return self._pause_until(deadline)
         finally:
             resp.close()
+
+    @staticmethod
+    def _pause_until(deadline, pause=0.2):
+        """After a watch problem: wait a little so that a persistent one is no busy loop."""
+        time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+        return False
 
 
 def connect(settings, timeout=REQUEST_TIMEOUT, deadline=None):
@@ -479,4 +514,4 @@ def connect(settings, timeout=REQUEST_TIMEOUT, deadline=None):
             continue
         client.timeout = float(timeout)
         return client
-    raise EndpointError("no usable etcd endpoint: %s" % "; ".join(errors), permanent=permanent)
+    raise EndpointError("no usable etcd endpoint (%s)" % "; ".join(errors), permanent=permanent)

@@ -48,7 +48,7 @@ from ansible_collections.sltv.core.plugins.module_utils.etcd_client import (
 WATCH_SLICE = 1.0
 MIN_TTL = 2  # etcd's own minimum lease TTL with default election settings
 
-_VG_RE = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$")
+_VG_RE = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*\Z")
 
 
 def normalize_prefix(prefix):
@@ -148,8 +148,7 @@ class EtcdVgLock(VgLock):
 
     def _unreachable(self, detail):
         return LockError(
-            "cannot lock VG %s in etcd (key %s): etcd is not usable at %s: %s. Nothing was changed."
-            % (self.vg, self.key, ", ".join(self.endpoints), detail)
+            "cannot lock VG %s in etcd (key %s): %s. Nothing was changed." % (self.vg, self.key, detail)
         )
 
     def _connect(self, deadline):
@@ -193,9 +192,9 @@ class EtcdVgLock(VgLock):
             sent = time.monotonic()
             self.lease_id, self.lease_ttl = client.grant_lease(self.ttl)
         except errors as exc:
-            raise self._unreachable("granting a lease failed: %s" % client.describe(exc))
+            raise self._unreachable("granting a lease at %s failed: %s" % (client.endpoint, client.describe(exc)))
         except LockTimeout:
-            raise self._unreachable("timed out")
+            raise self._unreachable("no time left to grant a lease at %s" % client.endpoint)
         self._valid_until = sent + self.lease_ttl
         self.margin = safety_margin(self.lease_ttl)
         self._start_keepalive()
@@ -237,7 +236,7 @@ class EtcdVgLock(VgLock):
             client.wait_for_delete(self.key, header_revision(response) + 1, min(WATCH_SLICE, left))
 
         if last_error:
-            raise self._unreachable(last_error)
+            raise self._unreachable("etcd at %s stopped answering: %s" % (client.endpoint, last_error))
         raise LockTimeout(
             "timed out after %.1f s waiting for the etcd lock on VG %s (key %s), held by %s. "
             "Nothing was changed. Retry later; if that holder is dead its lease expires within "
@@ -359,16 +358,13 @@ class EtcdVgLock(VgLock):
         client.timeout = 2.0  # bounded: release runs on error paths too
         try:
             if delete_key and token is not None:
-                try:
-                    # Delete only our own key: someone else's has another create revision.
-                    client.txn(txn_body([compare_create_revision(self.key, token)], [request_delete(self.key)]))
-                except etcd_client.etcd_errors() as exc:
-                    warnings.append("deleting %s failed: %s" % (self.key, client.describe(exc)))
+                # Delete only our own key: someone else's has another create revision.
+                client.txn(txn_body([compare_create_revision(self.key, token)], [request_delete(self.key)]))
             if lease_id is not None:
-                try:
-                    client.revoke_lease(lease_id)
-                except etcd_client.etcd_errors() as exc:
-                    warnings.append("revoking lease %x failed: %s" % (lease_id, client.describe(exc)))
+                client.revoke_lease(lease_id)
+        except etcd_client.etcd_errors() as exc:
+            # etcd down or hung: one failure is enough, do not wait on a second request.
+            warnings.append("etcd at %s: %s" % (client.endpoint, client.describe(exc)))
         finally:
             client.close()
         if warnings:

@@ -161,10 +161,10 @@ class LvmRunner(object):
         if not self.activation_enabled:
             raise ActivationUnavailable(
                 "LV activation is switched off by the test setting %s" % NO_ACTIVATION_ENV)
-        if not os.path.exists("/dev/mapper/control"):
+        if not device_mapper_loaded():
             raise ActivationUnavailable(
-                "this host has no device-mapper (/dev/mapper/control is missing), so no LV can be "
-                "activated here: load the dm_mod kernel module or run on a host that has it")
+                "this host's kernel has no device-mapper (no 'device-mapper' in /proc/misc), so no LV "
+                "can be activated here: load the dm_mod kernel module or run on a host that has it")
 
     def activate(self, vg, name, exclusive=True, shared_vg=False):
         """Activate on this host; lvmlockd VGs take the exclusive (or shared) LV lock."""
@@ -177,6 +177,15 @@ class LvmRunner(object):
     def deactivate(self, vg, name):
         self.check_activation()
         self._run(["lvchange", "-an", "%s/%s" % (vg, name)], write=False)
+
+
+def device_mapper_loaded(proc_misc="/proc/misc"):
+    """True when the kernel has device-mapper (/dev/mapper/control may exist without it)."""
+    try:
+        with open(proc_misc) as misc:
+            return any(line.split()[1:2] == ["device-mapper"] for line in misc)
+    except (IOError, OSError):
+        return False
 
 
 def _strip_warnings(stderr):

@@ -230,6 +230,7 @@ lock_wait:
   sample: 0.004
 """
 
+import socket
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
@@ -266,15 +267,17 @@ def main():
         module.fail_json(msg=problem)
 
     runner = LvmRunner()
+    # Every error names the disk and the host, for ad-hoc runs and AWX logs alike.
+    where = "sltv_disk %s/%s on host %s" % (params["vg"], params["name"], socket.gethostname())
     try:
         spec = DiskSpec(params["name"], params["vg"], state=params["state"], provisioning=params["provisioning"],
                         size=params["size"], initial_size=params["initial_size"], wipe=params["wipe"],
                         force=params["force"])
         result = ensure_disk(spec, runner, lock_factory(params, spec.vg, "sltv_disk"), module.check_mode)
     except SltvError as exc:
-        module.fail_json(msg=str(exc), commands=runner.commands)
+        module.fail_json(msg="%s: %s" % (where, exc), commands=runner.commands)
     except Exception as exc:  # pylint: disable=broad-except  # any surprise must still fail cleanly
-        module.fail_json(msg="unexpected error: %s" % exc, exception=traceback.format_exc(),
+        module.fail_json(msg="%s: unexpected error: %s" % (where, exc), exception=traceback.format_exc(),
                          commands=runner.commands)
 
     for warning in result.warnings:

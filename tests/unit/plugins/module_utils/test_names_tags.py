@@ -53,3 +53,13 @@ def test_disk_tags():
 def test_unmanaged_tags():
     managed, facts = T.parse_tags(["other", "sltv_kind=thick"])
     assert not managed and facts == {"kind": ["thick"]}
+
+
+def test_device_mapper_detection(tmp_path):
+    from ansible_collections.sltv.core.plugins.module_utils.lvm import device_mapper_loaded
+    misc = tmp_path / "misc"
+    misc.write_text("237 loop-control\n236 device-mapper\n")
+    assert device_mapper_loaded(str(misc))
+    misc.write_text("237 loop-control\n232 kvm\n")
+    assert not device_mapper_loaded(str(misc))
+    assert not device_mapper_loaded(str(tmp_path / "missing"))
