@@ -400,7 +400,7 @@ class EtcdClient(Etcd3Client):
         """(lease id, granted TTL): etcd may raise a too small TTL to its minimum."""
         result = self.post(self.get_url("/lease/grant"), json={"TTL": int(ttl), "ID": 0})
         if result.get("error"):
-            raise LockError("%s: lease grant failed: %s" % (self.endpoint, result["error"]))
+            raise etcd3gw_exceptions.Etcd3Exception(str(result["error"]))
         return int(result["ID"]), int(result.get("TTL", ttl))
 
     def refresh_lease(self, lease_id):
@@ -456,7 +456,7 @@ class EtcdClient(Etcd3Client):
                     return True  # NOPUT filter: any event is a delete
                 if time.monotonic() >= deadline:
                     return False
-            return False
+            return self._pause_until(deadline)  # the server ended the stream
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             return False  # read timeout (the usual end of a slice) or stream cut: retry
         except (requests.exceptions.RequestException, OSError, ValueError):

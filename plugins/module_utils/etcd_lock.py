@@ -171,7 +171,7 @@ class EtcdVgLock(VgLock):
         self.release_warning = None
         self._client = self._connect(deadline)
         try:
-            self._acquire(started, deadline)
+            self._acquire(deadline)
         except BaseException:
             self._cleanup(delete_key=False)
             raise
@@ -184,7 +184,7 @@ class EtcdVgLock(VgLock):
             raise LockTimeout("out of time")
         self._client.timeout = max(0.05, min(etcd_client.REQUEST_TIMEOUT, left))
 
-    def _acquire(self, started, deadline):
+    def _acquire(self, deadline):
         client = self._client
         errors = etcd_client.etcd_errors()
         try:
@@ -228,6 +228,10 @@ class EtcdVgLock(VgLock):
                 self.token = header_revision(response)
                 return
             kv = first_range_kv(response)
+            if kv and kv["lease"] == self.lease_id:
+                # An earlier txn of ours was applied but its answer was lost (timeout): ours.
+                self.token = kv["create_revision"]
+                return
             current = kv["value"].decode("utf-8", "replace") if kv else None
             left = deadline - time.monotonic()
             if left <= 0:

@@ -1,0 +1,76 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fixtures starting REAL etcd servers (single member, 127.0.0.1, free ports, temporary data).
+
+* ``etcd_server`` (session): a plain http server shared by all tests; use your own
+  ``lock_prefix`` (or VG names) per test to stay out of each other's way.
+* ``etcd_factory`` (function): ``etcd_factory(tls=False, auth=False)`` starts a new server that
+  the test may ``stop()`` and ``start()`` again (same endpoint, same data); all are stopped at
+  the end of the test.
+* ``etcd_tls_server`` / ``etcd_auth_server`` (function): a server with client certificate
+  auth, one with user/password auth (user root, password ``EtcdServer.PASSWORD``).
+* ``tls_material`` (session): CA, server and client certificates made with openssl, plus
+  ``other_ca`` (a CA that signed nothing here).
+
+A server object has ``.endpoint``, ``.stop()``, ``.start()``, ``.kill()``, ``.running``,
+``.client_settings(**overrides)`` (lock settings dict for it) and ``.etcdctl(*args)``.
+
+Without etcd the tests are skipped, unless CI is set: there a missing etcd is a failure.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from etcdtest import ETCD_BIN, ETCDCTL_BIN, OPENSSL_BIN, EtcdServer, TlsMaterial, require_binary
+
+
+@pytest.fixture(scope="session")
+def tls_material(tmp_path_factory):
+    require_binary(OPENSSL_BIN, "openssl")
+    return TlsMaterial(str(tmp_path_factory.mktemp("etcd-tls")))
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory):
+    """A plain etcd server shared by the whole session."""
+    require_binary(ETCD_BIN, "etcd")
+    server = EtcdServer(str(tmp_path_factory.mktemp("etcd-session")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def etcd_factory(tmp_path_factory, request):
+    """Start extra servers: ``etcd_factory(tls=False, auth=False)``. Stopped after the test."""
+    require_binary(ETCD_BIN, "etcd")
+    servers = []
+
+    def make(tls=False, auth=False):
+        if auth:
+            require_binary(ETCDCTL_BIN, "etcdctl")
+        material = request.getfixturevalue("tls_material") if tls else None
+        server = EtcdServer(str(tmp_path_factory.mktemp("etcd")), tls=material, auth=auth)
+        servers.append(server)
+        return server.start()
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def etcd_tls_server(etcd_factory):
+    return etcd_factory(tls=True)
+
+
+@pytest.fixture
+def etcd_auth_server(etcd_factory):
+    return etcd_factory(auth=True)
