@@ -34,10 +34,11 @@ class DiskResult(object):
 class _Critical(object):
     """One critical section: acquire the VG lock, fence every lvm write on it, release."""
 
-    def __init__(self, runner, lock_factory, result_waits):
+    def __init__(self, runner, lock_factory, result_waits, warnings):
         self.runner = runner
         self.lock = lock_factory()
         self.waits = result_waits
+        self.warnings = warnings
 
     def __enter__(self):
         self.lock.acquire()
@@ -48,6 +49,9 @@ class _Critical(object):
     def __exit__(self, *exc):
         self.runner.fence = None
         self.lock.release()
+        warning = getattr(self.lock, "release_warning", None)
+        if warning:
+            self.warnings.append(warning)
         return False
 
 
@@ -63,8 +67,8 @@ def ensure_disk(spec, runner, lock_factory, check_mode=False):
     if not plan.changed or check_mode:
         return DiskResult(plan, plan.changed, commands=runner.commands)
 
-    waits = []
-    with _Critical(runner, lock_factory, waits):
+    waits, lock_warnings = [], []
+    with _Critical(runner, lock_factory, waits, lock_warnings):
         # Another host may have changed the VG while we waited: decide again on fresh metadata.
         vg = runner.read_vg(spec.vg)
         plan = plan_disk(spec, vg, can_activate)
@@ -77,13 +81,15 @@ def ensure_disk(spec, runner, lock_factory, check_mode=False):
 
     if WRITE_HEADER in plan.actions:
         _write_header(spec, runner, plan, vg.shared)
-        with _Critical(runner, lock_factory, waits):
+        with _Critical(runner, lock_factory, waits, lock_warnings):
             runner.change_tags(spec.vg, spec.name, delete=[T.make_tag(T.INIT, "pending")])
     if WIPE in plan.actions:
         _wipe(spec, runner, vg.shared)
-        with _Critical(runner, lock_factory, waits):
+        with _Critical(runner, lock_factory, waits, lock_warnings):
             runner.remove_lv(spec.vg, spec.name)
-    return DiskResult(plan, plan.changed, lock_wait=sum(waits), commands=runner.commands)
+    result = DiskResult(plan, plan.changed, lock_wait=sum(waits), commands=runner.commands)
+    result.warnings.extend(lock_warnings)
+    return result
 
 
 def _on_device(spec, runner, vg_shared, work, what, left_as):

@@ -262,18 +262,27 @@ class EtcdVgLock(VgLock):
         self._thread.start()
 
     def _keepalive(self, client, lease_id, interval, stop):
+        wait = interval
         try:
-            while not stop.wait(interval):
+            while not stop.wait(wait):
                 sent = time.monotonic()
                 try:
                     ttl = client.refresh_lease(lease_id)
                 except Exception as exc:
-                    # Strict on purpose: no retry that could hide a gap in the lease.
-                    self._mark_lost("refreshing the lease failed: %s" % client.describe(exc))
-                    return
+                    # A passing etcd hiccup: retry soon while the lease surely still lives.
+                    # ensure_held() checks etcd itself before every lvm command, so this
+                    # never hides a gap; once the local bound is past, the lock is lost.
+                    with self._state:
+                        expired = self._valid_until is None or time.monotonic() >= self._valid_until
+                    if expired:
+                        self._mark_lost("refreshing the lease failed until it expired: %s" % client.describe(exc))
+                        return
+                    wait = min(interval, 0.25)
+                    continue
                 if ttl <= 0:
                     self._mark_lost("the lease %x expired (etcd answered TTL %d)" % (lease_id, ttl))
                     return
+                wait = interval
                 with self._state:
                     if not self._lost:
                         # etcd started the new TTL after we sent: sent + ttl is a safe bound.

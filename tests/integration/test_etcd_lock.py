@@ -532,3 +532,20 @@ def test_latency_report(etcd_server):
     p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99) - 1]
     print("\nacquire+release over 200 cycles: p50 %.1f ms, p99 %.1f ms, max %.1f ms"
           % (p50 * 1000, p99 * 1000, samples[-1] * 1000))
+
+
+@pytest.mark.etcd
+def test_short_etcd_hiccup_does_not_lose_the_lock(etcd_factory):
+    """Keepalives failing for less than the lease's life are retried; the lock stays safe."""
+    server = etcd_factory()
+    settings = server.client_settings(lock_ttl=6, lock_timeout=5)
+    with make_vg_lock(settings, "vg-hiccup", "hiccup") as lock:
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.5)  # at least one keepalive (every 2 s) fails meanwhile
+            with pytest.raises(LockLost):
+                lock.ensure_held()  # etcd cannot confirm: fenced while it is frozen
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        time.sleep(2.2)  # the retried keepalive goes through
+        lock.ensure_held()
