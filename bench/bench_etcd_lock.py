@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """etcd VG lock: acquire+release latency and contended throughput, against bare etcd round trips.
 
@@ -22,7 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-import conftest as _link  # noqa: E402,F401  (makes ansible_collections.sltv.core importable)
+import conftest  # noqa: E402
+conftest.link_collection()  # build/collections/ansible_collections/sltv/core -> this checkout
 from etcdtest import EtcdServer  # noqa: E402  (a real etcd, as the tests start it)
 
 from ansible_collections.sltv.core.plugins.module_utils import etcd_client as ec  # noqa: E402
@@ -38,7 +38,7 @@ def bare_txn_cycles(endpoint, cycles):
     client = ec.EtcdClient(endpoint)
     key = "/bench/bare"
     samples = []
-    for _ in range(cycles):
+    for _round in range(cycles):
         started = time.perf_counter()
         client.transaction(ec.txn_body([ec.compare_create_revision(key, 0)], [ec.request_put(key, "x")],
                                        [ec.request_range(key)]))
@@ -49,7 +49,7 @@ def bare_txn_cycles(endpoint, cycles):
 
 def lock_cycles(settings, cycles, vg="bench"):
     samples = []
-    for _ in range(cycles):
+    for _round in range(cycles):
         lock = make_vg_lock(settings, vg, "bench")
         started = time.perf_counter()
         lock.acquire()
@@ -59,7 +59,7 @@ def lock_cycles(settings, cycles, vg="bench"):
 
 
 def _contender(settings, count, counter_path):
-    for _ in range(count):
+    for _round in range(count):
         lock = make_vg_lock(settings, "contended", "bench-%d" % os.getpid())
         with lock:
             lock.ensure_held()
@@ -74,7 +74,7 @@ def contended(settings, procs, per_proc):
     handle, counter_path = tempfile.mkstemp()
     os.close(handle)
     started = time.perf_counter()
-    workers = [multiprocessing.Process(target=_contender, args=(settings, per_proc, counter_path)) for _ in range(procs)]
+    workers = [multiprocessing.Process(target=_contender, args=(settings, per_proc, counter_path)) for _round in range(procs)]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -13,7 +13,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLECTIONS_DIR = os.path.join(REPO_ROOT, "build", "collections")
 
 
-def _link_collection():
+def link_collection():
     """build/collections/ansible_collections/sltv/core -> the repository root."""
     namespace_dir = os.path.join(COLLECTIONS_DIR, "ansible_collections", "sltv")
     link = os.path.join(namespace_dir, "core")
@@ -26,4 +26,4 @@ def _link_collection():
 
 
 if os.path.basename(os.path.dirname(os.path.dirname(REPO_ROOT))) != "ansible_collections":
-    _link_collection()
+    link_collection()

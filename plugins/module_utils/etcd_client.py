@@ -74,7 +74,7 @@ def parse_endpoint(url):
 def parse_endpoints(endpoints):
     """A list of endpoint URLs (a comma-separated string is accepted too), each checked."""
     if isinstance(endpoints, str):
-        endpoints = [part for part in endpoints.split(",")]
+        endpoints = endpoints.split(",")
     if not endpoints:
         raise LockError("etcd_endpoints is empty: give at least one URL like http://127.0.0.1:2379")
     result = []

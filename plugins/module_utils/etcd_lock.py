@@ -23,6 +23,7 @@ __metaclass__ = type
 
 import datetime
 import json
+import math
 import os
 import re
 import socket
@@ -92,7 +93,7 @@ def lock_settings(settings):
         raise LockError("lock_ttl must be at least %d seconds, got %d" % (MIN_TTL, ttl))
     try:
         timeout = float(merged["lock_timeout"])
-        if isinstance(merged["lock_timeout"], bool) or timeout != timeout:
+        if isinstance(merged["lock_timeout"], bool) or math.isnan(timeout):
             raise ValueError
     except (TypeError, ValueError):
         raise LockError("lock_timeout must be a number of seconds, got %r" % (merged["lock_timeout"],))

@@ -32,7 +32,7 @@ description:
     written through its qcow2 image; its LV is wiped on delete too, so that a later thick disk on
     the same extents does not expose it."
 author:
-  - sltv.core developers
+  - sltv.core developers (@sltv-core)
 extends_documentation_fragment:
   - sltv.core.lock
   - ansible.builtin.action_common_attributes

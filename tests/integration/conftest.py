@@ -25,6 +25,15 @@ __metaclass__ = type
 import pytest
 
 from etcdtest import ETCD_BIN, ETCDCTL_BIN, OPENSSL_BIN, EtcdServer, TlsMaterial, require_binary
+from lvmtest import LoopVG
+
+
+@pytest.fixture
+def loop_vg(tmp_path):
+    """A fresh VG on a loop device over a sparse 8 GiB file (lvm2 with activation off)."""
+    vg = LoopVG(str(tmp_path))
+    yield vg
+    vg.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,7 @@ def free_port():
 def run(argv, **kwargs):
     """Run argv (never a shell), raise with its output on failure."""
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          timeout=60, **kwargs)
+                          timeout=60, check=False, **kwargs)
     if proc.returncode != 0:
         raise RuntimeError("%s failed (%d): %s" % (" ".join(argv), proc.returncode, proc.stdout))
     return proc.stdout
@@ -63,7 +63,7 @@ class TlsMaterial(object):
     def __init__(self, directory):
         self.dir = directory
         self.ca_cert, self.ca_key = self._ca("ca")
-        self.other_ca_cert, _ = self._ca("other-ca")
+        self.other_ca_cert = self._ca("other-ca")[0]
         self.server_cert, self.server_key = self._leaf(
             "server", "127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"
         )

@@ -28,7 +28,7 @@ def lvm(*argv, **kwargs):
     """Run an lvm2 command with activation off; return stdout (raises on failure unless check=False)."""
     cmd = [argv[0], "--driverloaded", "n"] + list(argv[1:])
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          env=dict(os.environ, **TEST_ENV))
+                          env=dict(os.environ, **TEST_ENV), check=False)
     if kwargs.get("check", True) and proc.returncode != 0:
         raise AssertionError("%s failed (%d): %s" % (cmd, proc.returncode, proc.stderr))
     return proc.stdout if kwargs.get("check", True) else proc
@@ -79,13 +79,6 @@ class LoopVG(object):
             os.remove(self.image)
 
 
-@pytest.fixture
-def loop_vg(tmp_path):
-    vg = LoopVG(str(tmp_path))
-    yield vg
-    vg.destroy()
-
-
 def module_command(module, args, check=False, diff=False):
     """argv + args file to run a module the way Ansible does (JSON args file), without a controller."""
     payload = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
@@ -112,7 +105,7 @@ def run_module(module, args, check=False, diff=False, env=None, timeout=120):
     argv, path = module_command(module, args, check, diff)
     try:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                              env=module_env(env), timeout=timeout)
+                              env=module_env(env), timeout=timeout, check=False)
     finally:
         os.remove(path)
     return parse_module_output(proc.stdout, proc.stderr)

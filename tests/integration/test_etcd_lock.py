@@ -41,7 +41,7 @@ def settings_for(server, **overrides):
 
 def _counter_worker(settings, vg, counter_path, log_path, rounds, start_event):
     start_event.wait(30)
-    for _ in range(rounds):
+    for _round in range(rounds):
         lock = make_vg_lock(settings, vg, "counter-%d" % os.getpid())
         with lock:
             lock.ensure_held()
@@ -158,7 +158,7 @@ def test_lost_txn_answer_is_recognised(etcd_server, monkeypatch):
 def test_keepalive_keeps_short_lease(etcd_server):
     settings = settings_for(etcd_server, lock_ttl=2)
     with make_vg_lock(settings, "vg0", "keepalive") as lock:
-        for _ in range(8):  # 4 s: twice the TTL
+        for _round in range(8):  # 4 s: twice the TTL
             time.sleep(0.5)
             lock.ensure_held()
 
@@ -170,7 +170,7 @@ def test_mutual_exclusion_between_processes(etcd_server, tmp_path):
     workers, rounds = 8, 20
     start = MP.Event()
     procs = [MP.Process(target=_counter_worker, args=(settings, "vg0", str(counter), str(log), rounds, start))
-             for _ in range(workers)]
+             for _round in range(workers)]
     for proc in procs:
         proc.start()
     started = time.monotonic()
@@ -192,7 +192,7 @@ def test_mutual_exclusion_between_processes(etcd_server, tmp_path):
 def test_waiter_wakes_promptly(etcd_server, watch_results):
     settings = settings_for(etcd_server)
     latencies = []
-    for _ in range(5):
+    for _round in range(5):
         holder = make_vg_lock(settings, "vg0", "holder")
         holder.acquire()
         acquired = {}
@@ -276,7 +276,7 @@ def test_frozen_holder_is_fenced(etcd_server, tmp_path):
     proc.start()
     try:
         assert parent_conn.poll(30)
-        state, child_token, _ = parent_conn.recv()
+        state, child_token = parent_conn.recv()[:2]
         assert state == "acquired"
         os.kill(proc.pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
@@ -523,7 +523,7 @@ def test_latency_report(etcd_server):
     settings = settings_for(etcd_server)
     lock = make_vg_lock(settings, "vg-bench", "bench")
     samples = []
-    for _ in range(200):
+    for _round in range(200):
         started = time.monotonic()
         lock.acquire()
         lock.release()

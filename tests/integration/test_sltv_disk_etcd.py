@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from lvmtest import COLLECTIONS_DIR, TEST_ENV, finish_module, loop_vg, run_module, start_module, write_commands  # noqa: F401
+from lvmtest import COLLECTIONS_DIR, TEST_ENV, finish_module, run_module, start_module, write_commands
 
 from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import make_vg_lock
 from ansible_collections.sltv.core.plugins.module_utils.etcd_client import EtcdClient
@@ -39,7 +39,7 @@ def lock_key_value(server, vg):
 
 
 def test_8_processes_same_disk_exactly_one_creates(etcd_server, loop_vg):
-    started = [start_module("sltv_disk", etcd_args(etcd_server, loop_vg, "shared-one", size="512M")) for _ in range(8)]
+    started = [start_module("sltv_disk", etcd_args(etcd_server, loop_vg, "shared-one", size="512M")) for _round in range(8)]
     results = [finish_module(s) for s in started]
     assert [r.get("msg") for r in results if r.get("failed")] == []
     assert sorted(r["changed"] for r in results) == [False] * 7 + [True]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lvmtest import finish_module, loop_vg, lvm, run_module, start_module, warning_texts, write_commands  # noqa: F401 (fixture)
+from lvmtest import finish_module, lvm, run_module, start_module, warning_texts, write_commands
 
 from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import LOCK_DIR
 from ansible_collections.sltv.core.plugins.module_utils.names import RESERVED_LV_PARTS
@@ -160,7 +160,7 @@ def test_noop_takes_no_lock(loop_vg):
 
 
 def test_local_lock_8_processes_same_disk(loop_vg):
-    started = [start_module("sltv_disk", disk(loop_vg, "same", size="256M")) for _ in range(8)]
+    started = [start_module("sltv_disk", disk(loop_vg, "same", size="256M")) for _round in range(8)]
     results = [finish_module(s) for s in started]
     assert [r.get("failed", False) for r in results] == [False] * 8, results
     assert sum(1 for r in results if r["changed"]) == 1

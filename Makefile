@@ -1,0 +1,97 @@
+# Test harness of the sltv.core collection.  `make test` is THE test command: from a fresh clone,
+# as root, it installs what it needs (apt-get, .venv) and runs every stage in order, stopping at the
+# first failing one.  Each stage also has a target of its own.
+#
+#   make test          deps, then: sanity lint changelog unit integration build
+#   make sanity        ansible-test sanity, all tests, Python 3.11 (on a copy under build/sanity)
+#   make lint          ansible-lint, production profile (.ansible-lint)
+#   make changelog     antsibull-changelog lint
+#   make unit          pytest tests/unit
+#   make integration   pytest tests/integration (root: real etcd, LVM on loop devices)
+#   make build         ansible-galaxy collection build + install + ansible-doc of every module
+#   make deps          only the apt packages and .venv
+#   make quickstart    playbooks/quickstart.yml on this host (root; needs device-mapper), not a test
+#   make clean         remove build outputs and caches (keeps .venv); `make distclean` also .venv
+#
+# Variables: PYTHON (interpreter for .venv, default python3), PYTEST_ARGS (extra pytest args),
+# STAGES (the stages `make test` runs, e.g. `make test STAGES="unit build"`),
+# QUICKSTART_ARGS (extra ansible-playbook args for `make quickstart`).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+PYTEST_ARGS ?=
+QUICKSTART_ARGS ?=
+export PYTHON
+
+STAGE := scripts/stage.sh
+APT := scripts/bootstrap.sh apt
+
+# Debian packages per stage (installed only when missing)
+APT_BASE := git ca-certificates
+APT_SANITY := shellcheck
+APT_INTEGRATION := lvm2 thin-provisioning-tools dmsetup etcd-server etcd-client qemu-utils \
+	openssl util-linux mount
+
+STAGES := sanity lint changelog unit integration build
+
+.PHONY: test deps venv $(STAGES) quickstart clean distclean
+
+test:
+	@start=$$(date +%s); rm -f build/logs/timings.txt; \
+	printf '==== make test: %s\n' "$(STAGES)"; \
+	$(MAKE) deps; \
+	rc=0; \
+	for stage in $(STAGES); do $(MAKE) $$stage || { rc=$$?; break; }; done; \
+	printf '\n==== stage timings\n'; cat build/logs/timings.txt 2>/dev/null || true; \
+	if [ $$rc -eq 0 ]; then \
+		printf '==== make test: all stages passed in %ss\n' "$$(( $$(date +%s) - start ))"; \
+	else \
+		printf '==== make test: FAILED at stage "%s" after %ss\n' "$$stage" "$$(( $$(date +%s) - start ))" >&2; \
+	fi; \
+	exit $$rc
+
+deps:
+	@$(STAGE) deps bash -c '$(APT) $(APT_BASE) $(APT_SANITY) $(APT_INTEGRATION) && scripts/bootstrap.sh venv'
+
+venv:
+	@scripts/bootstrap.sh venv
+
+sanity:
+	@$(APT) $(APT_BASE) $(APT_SANITY)
+	@scripts/bootstrap.sh venv
+	@$(STAGE) sanity scripts/sanity.sh
+
+lint: venv
+	@$(STAGE) lint scripts/lint.sh
+
+changelog: venv
+	@$(STAGE) changelog scripts/changelog_lint.sh
+
+unit: venv
+	@$(STAGE) unit scripts/pytest_stage.sh tests/unit $(PYTEST_ARGS)
+
+integration:
+	@[ "$$(id -u)" -eq 0 ] || { echo 'ERROR: make integration must run as root (loop devices, LVM, etcd)' >&2; exit 1; }
+	@$(APT) $(APT_INTEGRATION)
+	@scripts/bootstrap.sh venv
+	@$(STAGE) integration scripts/pytest_stage.sh tests/integration $(PYTEST_ARGS)
+
+build: venv
+	@$(STAGE) build scripts/build_check.sh
+
+quickstart:
+	@[ "$$(id -u)" -eq 0 ] || { echo 'ERROR: make quickstart must run as root (loop device, LVM)' >&2; exit 1; }
+	@$(APT) $(APT_INTEGRATION)
+	@scripts/bootstrap.sh venv
+	@scripts/quickstart.sh $(QUICKSTART_ARGS)
+
+clean:
+	rm -rf build tests/output .pytest_cache sltv-core-*.tar.gz
+	find . -path ./.venv -prune -o -path ./.git -prune -o -type d -name __pycache__ -print0 | xargs -0r rm -rf
+
+distclean: clean
+	rm -rf .venv
