@@ -2,13 +2,14 @@
 # as root, it installs what it needs (apt-get, .venv) and runs every stage in order, stopping at the
 # first failing one.  Each stage also has a target of its own.
 #
-#   make test          deps, then: sanity lint changelog unit integration build
+#   make test          deps, then: sanity lint changelog unit integration build molecule
 #   make sanity        ansible-test sanity, all tests, Python 3.11 (on a copy under build/sanity)
 #   make lint          ansible-lint, production profile (.ansible-lint)
 #   make changelog     antsibull-changelog lint
 #   make unit          pytest tests/unit
 #   make integration   pytest tests/integration (root: real etcd, LVM on loop devices)
 #   make build         ansible-galaxy collection build + install + ansible-doc of every module
+#   make molecule      the multi-host scenario in test-bed VMs (root; tests/testbed/testbed.py)
 #   make deps          only the apt packages and .venv
 #   make quickstart    playbooks/quickstart.yml on this host (root; needs device-mapper), not a test
 #   make clean         remove build outputs and caches (keeps .venv); `make distclean` also .venv
@@ -36,7 +37,7 @@ APT_SANITY := shellcheck
 APT_INTEGRATION := lvm2 thin-provisioning-tools dmsetup etcd-server etcd-client qemu-utils \
 	openssl util-linux mount
 
-STAGES := sanity lint changelog unit integration build
+STAGES := sanity lint changelog unit integration build molecule
 
 .PHONY: test deps venv $(STAGES) quickstart clean distclean
 
@@ -82,6 +83,13 @@ integration:
 
 build: venv
 	@$(STAGE) build scripts/build_check.sh
+
+molecule:
+	@[ "$$(id -u)" -eq 0 ] || { echo 'ERROR: make molecule must run as root (VMs, network namespace)' >&2; exit 1; }
+	@python3 tests/testbed/testbed.py deps
+	@$(APT) $(APT_INTEGRATION)
+	@scripts/bootstrap.sh venv
+	@$(STAGE) molecule scripts/molecule.sh $(MOLECULE_ARGS)
 
 quickstart:
 	@[ "$$(id -u)" -eq 0 ] || { echo 'ERROR: make quickstart must run as root (loop device, LVM)' >&2; exit 1; }

@@ -1231,15 +1231,29 @@ def stop_vm(paths, cfg, i):
     return time.monotonic() - started
 
 
+def holds_files_under(pid, directories, proc_root="/proc"):
+    """True when process ``pid`` has its cwd or an open file under one of ``directories``."""
+    links = [os.path.join(proc_root, str(pid), "cwd")]
+    with contextlib.suppress(OSError):
+        fd_dir = os.path.join(proc_root, str(pid), "fd")
+        links += [os.path.join(fd_dir, fd) for fd in os.listdir(fd_dir)]
+    for link in links:
+        with contextlib.suppress(OSError):
+            target = os.readlink(link)
+            if any(target == d or target.startswith(d.rstrip("/") + "/") for d in directories):
+                return True
+    return False
+
+
 def leftovers(paths):
     """Processes, mounts and loop devices that still refer to our state or cache directories."""
     ours = (str(paths.state), str(paths.cache))
     found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            argv = read_cmdline(entry)
-            if any(d in arg for arg in argv for d in ours):
-                found.append("process %s: %s" % (entry, shlex.join(argv)[:150]))
+        # A process is left behind when it holds a file there (QEMU its overlay, etcd its data),
+        # not when its arguments merely name the directory (the ansible-playbook calling us).
+        if entry.isdigit() and int(entry) != os.getpid() and holds_files_under(entry, ours):
+            found.append("process %s: %s" % (entry, shlex.join(read_cmdline(entry))[:150]))
     for directory in ours:
         found += ["mount %s" % p for p in mounts_under(directory)]
     for backing in glob.glob("/sys/block/loop*/loop/backing_file"):

@@ -305,3 +305,17 @@ def test_parser_defaults(monkeypatch):
     args = testbed.parser().parse_args(["up"])
     assert (args.count, args.base_port, args.etcd, args.etcd_port) == (2, 2220, True, 23790)
     assert testbed.parser().parse_args(["ssh", "2", "lvs", "-a"]).remote == ["lvs", "-a"]
+
+
+def test_holds_files_under_looks_at_open_files_not_arguments(tmp_path):
+    proc = tmp_path / "proc"
+    (proc / "10" / "fd").mkdir(parents=True)
+    (proc / "10" / "fd" / "3").symlink_to("/var/tmp/sltv-testbed/vm1.qcow2")
+    (proc / "10" / "cwd").symlink_to("/")
+    (proc / "11" / "fd").mkdir(parents=True)
+    (proc / "11" / "cwd").symlink_to("/root")
+    (proc / "11" / "cmdline").write_bytes(b"ansible-playbook\0--inventory=/var/tmp/sltv-testbed/inventory.ini\0")
+    dirs = ("/var/tmp/sltv-testbed", "/var/cache/sltv-testbed")
+    assert testbed.holds_files_under("10", dirs, str(proc))
+    assert not testbed.holds_files_under("11", dirs, str(proc))
+    assert not testbed.holds_files_under("12", dirs, str(proc))
