@@ -24,7 +24,8 @@ cd "$REPO_ROOT"
 
 export PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-600}"
 rc=0
-python -m pytest -p no:cacheprovider "$dir" "$@" || rc=$?
+mkdir -p "${LOG_DIR}"
+python -m pytest -p no:cacheprovider --junitxml="${LOG_DIR}/junit-$(basename "$dir").xml" "$dir" "$@" || rc=$?
 case "$rc" in
     0) ;;
     5) die "pytest collected no tests in ${dir} (exit 5); this stage must run tests" ;;
