@@ -58,7 +58,7 @@ options:
     description:
       - Lease time to live in seconds of the etcd lock; refreshed every O(lock_ttl)/3 seconds.
         A holder that stalls longer than this loses the lock and is fenced.
-      - At least 3.
+      - At least 2.
     type: int
     default: 10
   lock_prefix:

@@ -8,26 +8,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
-import os
-import subprocess
 
-from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError
-
-
-def run(argv, timeout=None):
-    """Run argv (never a shell) with LC_ALL=C; return stdout or raise CommandError."""
-    env = dict(os.environ, LC_ALL="C")
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            close_fds=True, universal_newlines=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, stderr = proc.communicate()
-        raise CommandError(argv, "timeout after %s s" % timeout, stderr, stdout)
-    if proc.returncode != 0:
-        raise CommandError(argv, proc.returncode, stderr, stdout)
-    return stdout
+from ansible_collections.sltv.core.plugins.module_utils.commands import run
 
 
 def write_qcow2_header(device, virtual_size):

@@ -25,6 +25,7 @@ import time
 from ansible_collections.sltv.core.plugins.module_utils.errors import LockError, LockTimeout
 
 LOCK_DIR = "/run/lock/sltv"
+MIN_LOCK_TTL = 2  # seconds; etcd's own minimum lease TTL with default election settings
 
 LOCK_SETTINGS_DEFAULTS = {
     "lock_backend": "local",

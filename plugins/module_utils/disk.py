@@ -174,7 +174,7 @@ def _plan_present(spec, vg, disk, can_activate):
     if disk.kind == THIN and not disk.initialized:
         if can_activate:
             after = dict(disk.to_dict(), initialized=True,
-                         lv_tags=sorted(t for t in disk.tags if t != T.make_tag(T.INIT, "pending")))
+                         lv_tags=sorted(t for t in disk.tags if t != T.INIT_PENDING_TAG))
             return DiskPlan([WRITE_HEADER], disk.to_dict(), after, virtual_size=disk.virtual_size)
         return DiskPlan([], disk.to_dict(), disk.to_dict(),
                         warnings=["%s has no qcow2 header yet and LV activation is off on this host" % where])
@@ -214,7 +214,7 @@ def _plan_create(spec, vg, where, can_activate):
         "name": spec.name, "vg": vg.name, "path": "/dev/%s/%s" % (vg.name, spec.name),
         "kind": spec.provisioning, "format": fmt, "size": lv_size, "virtual_size": virtual_size,
         "initialized": header_written, "attachments": [], "exists": True,
-        "lv_tags": sorted(t for t in tags if header_written is False or t != T.make_tag(T.INIT, "pending")),
+        "lv_tags": sorted(tags if not header_written else [t for t in tags if t != T.INIT_PENDING_TAG]),
     }
     return DiskPlan(actions, absent_dict(spec), after, lv_size=lv_size, virtual_size=virtual_size,
                     create_tags=tags, warnings=warnings)

@@ -75,14 +75,14 @@ def ensure_disk(spec, runner, lock_factory, check_mode=False):
         if CREATE in plan.actions:
             runner.create_lv(spec.vg, spec.name, plan.lv_size, plan.create_tags)
         if MARK_DELETING in plan.actions:
-            runner.change_tags(spec.vg, spec.name, add=[T.make_tag(T.STATE, "deleting")])
+            runner.change_tags(spec.vg, spec.name, add=[T.DELETING_TAG])
         if REMOVE in plan.actions and WIPE not in plan.actions:
             runner.remove_lv(spec.vg, spec.name)
 
     if WRITE_HEADER in plan.actions:
         _write_header(spec, runner, plan, vg.shared)
         with _Critical(runner, lock_factory, waits, lock_warnings):
-            runner.change_tags(spec.vg, spec.name, delete=[T.make_tag(T.INIT, "pending")])
+            runner.change_tags(spec.vg, spec.name, delete=[T.INIT_PENDING_TAG])
     if WIPE in plan.actions:
         _wipe(spec, runner, vg.shared)
         with _Critical(runner, lock_factory, waits, lock_warnings):
@@ -107,11 +107,9 @@ def _on_device(spec, runner, vg_shared, work, what, left_as):
 
 def _write_header(spec, runner, plan, vg_shared):
     _on_device(spec, runner, vg_shared, lambda path: write_qcow2_header(path, plan.virtual_size), "writing the qcow2 header",
-               "tagged %s=pending: run the task again to finish it, or delete it with state=absent"
-               % (T.MANAGED + "_" + T.INIT))
+               "tagged %s: run the task again to finish it, or delete it with state=absent" % T.INIT_PENDING_TAG)
 
 
 def _wipe(spec, runner, vg_shared):
     _on_device(spec, runner, vg_shared, lambda path: wipe_device(path, spec.wipe), "wipe=%s" % spec.wipe,
-               "in place, tagged %s=deleting: run state=absent again to finish, or use wipe=none"
-               % (T.MANAGED + "_" + T.STATE))
+               "in place, tagged %s: run state=absent again to finish, or use wipe=none" % T.DELETING_TAG)

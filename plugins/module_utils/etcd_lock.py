@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import LOCK_SETTINGS_DEFAULTS, VgLock
+from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import LOCK_SETTINGS_DEFAULTS, MIN_LOCK_TTL as MIN_TTL, VgLock
 from ansible_collections.sltv.core.plugins.module_utils.errors import LockError, LockLost, LockTimeout
 from ansible_collections.sltv.core.plugins.module_utils import etcd_client
 from ansible_collections.sltv.core.plugins.module_utils.etcd_client import (
@@ -47,7 +47,6 @@ from ansible_collections.sltv.core.plugins.module_utils.etcd_client import (
 # Longest single wait on the watch before the transaction is tried again (in case the watch
 # stream died silently): bounds how long a lost wakeup could delay us.
 WATCH_SLICE = 1.0
-MIN_TTL = 2  # etcd's own minimum lease TTL with default election settings
 
 _VG_RE = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*\Z")
 

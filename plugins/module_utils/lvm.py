@@ -14,9 +14,9 @@ __metaclass__ = type
 
 import json
 import os
-import subprocess
 
 from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import LOCK_DIR, FileLock
+from ansible_collections.sltv.core.plugins.module_utils.commands import run
 from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, SltvError
 
 HOST_LOCK_PATH = os.path.join(LOCK_DIR, "lvm-host.lock")
@@ -95,19 +95,13 @@ class LvmRunner(object):
             argv[at:at] = ["--driverloaded", "n"]
         if write and self.fence is not None:
             self.fence()
-        env = dict(os.environ, LC_ALL="C", LVM_SUPPRESS_FD_WARNINGS="1")
         host_lock = FileLock(self._host_lock_path, HOST_LOCK_TIMEOUT)
         host_lock.acquire()
         try:
             self.commands.append(argv)
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                    close_fds=True, universal_newlines=True)
-            stdout, stderr = proc.communicate()
+            return run(argv, env={"LVM_SUPPRESS_FD_WARNINGS": "1"}, clean_stderr=_strip_warnings)
         finally:
             host_lock.release()
-        if proc.returncode != 0:
-            raise CommandError(argv, proc.returncode, _strip_warnings(stderr), stdout)
-        return stdout
 
     # -- reads -----------------------------------------------------------------------------------
     def read_vg(self, vg):

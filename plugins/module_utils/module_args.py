@@ -10,7 +10,7 @@ __metaclass__ = type
 import os
 import socket
 
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import make_vg_lock
+from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import MIN_LOCK_TTL, make_vg_lock
 
 LOCK_ARGUMENT_SPEC = dict(
     lock_backend=dict(type="str", default="local", choices=["local", "etcd"]),
@@ -43,8 +43,8 @@ def check_lock_params(params):
     """Return an error message for lock settings that make no sense, or None."""
     if params.get("lock_timeout") is not None and params["lock_timeout"] <= 0:
         return "lock_timeout must be greater than 0 seconds"
-    if params.get("lock_ttl") is not None and params["lock_ttl"] < 3:
-        return "lock_ttl must be at least 3 seconds (the lease is refreshed every lock_ttl/3)"
+    if params.get("lock_ttl") is not None and params["lock_ttl"] < MIN_LOCK_TTL:
+        return "lock_ttl must be at least %d seconds (the lease is refreshed every lock_ttl/3)" % MIN_LOCK_TTL
     if params.get("lock_backend") == "etcd" and not params.get("etcd_endpoints"):
         return "lock_backend=etcd needs at least one entry in etcd_endpoints"
     return None

@@ -24,6 +24,8 @@ STATE = "state"        # "deleting" between the start of a wiping delete and lvr
 ATTACHED = "attached"  # <host>:<domain uuid>, one tag per attachment (sltv_attachment)
 
 _PREFIX = MANAGED + "_"
+INIT_PENDING_TAG = _PREFIX + INIT + "=pending"
+DELETING_TAG = _PREFIX + STATE + "=deleting"
 _SAFE = re.compile(r"[A-Za-z0-9_+.\-/=!:&]")
 MAX_TAG_LENGTH = 1024
 
@@ -63,7 +65,7 @@ def disk_tags(kind, fmt, virtual_size, pending_init=False):
     """Tags of a new disk, in a stable order."""
     tags = [MANAGED, make_tag(KIND, kind), make_tag(FORMAT, fmt), make_tag(VSIZE, virtual_size)]
     if pending_init:
-        tags.append(make_tag(INIT, "pending"))
+        tags.append(INIT_PENDING_TAG)
     return tags
 
 
