@@ -29,3 +29,8 @@ def wipe_device(device, mode):
         run(["blkdiscard", "--zeroout", device])
     elif mode == "discard":
         run(["blkdiscard", device])
+
+
+def resize_qcow2(device, virtual_size):
+    """Grow the virtual size of the qcow2 image on ``device`` (never called with a smaller size)."""
+    run(["qemu-img", "resize", "-q", "-f", "qcow2", device, str(virtual_size)])

@@ -80,7 +80,7 @@ class Disk(object):
     def describe_attachments(self):
         parts = []
         for value in self.attachments:
-            host, _sep, domain = value.partition(":")
+            host, domain = T.split_attachment(value)
             parts.append("domain %s on host %s" % (domain or "?", host or "?"))
         return "; ".join(parts)
 

@@ -14,6 +14,7 @@ __metaclass__ = type
 
 from ansible_collections.sltv.core.plugins.module_utils import tags as T
 from ansible_collections.sltv.core.plugins.module_utils.blockdev import wipe_device, write_qcow2_header
+from ansible_collections.sltv.core.plugins.module_utils.critical_section import CriticalSection
 from ansible_collections.sltv.core.plugins.module_utils.disk import (
     CREATE, MARK_DELETING, REMOVE, WIPE, WRITE_HEADER, plan_disk,
 )
@@ -31,30 +32,6 @@ class DiskResult(object):
         self.commands = commands or []
 
 
-class _Critical(object):
-    """One critical section: acquire the VG lock, fence every lvm write on it, release."""
-
-    def __init__(self, runner, lock_factory, result_waits, warnings):
-        self.runner = runner
-        self.lock = lock_factory()
-        self.waits = result_waits
-        self.warnings = warnings
-
-    def __enter__(self):
-        self.lock.acquire()
-        self.waits.append(self.lock.wait_seconds)
-        self.runner.fence = self.lock.ensure_held
-        return self
-
-    def __exit__(self, *exc):
-        self.runner.fence = None
-        self.lock.release()
-        warning = getattr(self.lock, "release_warning", None)
-        if warning:
-            self.warnings.append(warning)
-        return False
-
-
 def ensure_disk(spec, runner, lock_factory, check_mode=False):
     """Make disk ``spec`` true on this host's view of the VG; returns a DiskResult.
 
@@ -68,7 +45,7 @@ def ensure_disk(spec, runner, lock_factory, check_mode=False):
         return DiskResult(plan, plan.changed, commands=runner.commands)
 
     waits, lock_warnings = [], []
-    with _Critical(runner, lock_factory, waits, lock_warnings):
+    with CriticalSection(runner, lock_factory, waits, lock_warnings):
         # Another host may have changed the VG while we waited: decide again on fresh metadata.
         vg = runner.read_vg(spec.vg)
         plan = plan_disk(spec, vg, can_activate)
@@ -81,11 +58,11 @@ def ensure_disk(spec, runner, lock_factory, check_mode=False):
 
     if WRITE_HEADER in plan.actions:
         _write_header(spec, runner, plan, vg.shared)
-        with _Critical(runner, lock_factory, waits, lock_warnings):
+        with CriticalSection(runner, lock_factory, waits, lock_warnings):
             runner.change_tags(spec.vg, spec.name, delete=[T.INIT_PENDING_TAG])
     if WIPE in plan.actions:
         _wipe(spec, runner, vg.shared)
-        with _Critical(runner, lock_factory, waits, lock_warnings):
+        with CriticalSection(runner, lock_factory, waits, lock_warnings):
             runner.remove_lv(spec.vg, spec.name)
     result = DiskResult(plan, plan.changed, lock_wait=sum(waits), commands=runner.commands)
     result.warnings.extend(lock_warnings)

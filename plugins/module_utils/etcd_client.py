@@ -396,6 +396,13 @@ class EtcdClient(Etcd3Client):
         kvs = result.get("kvs", [])
         return decode_kv(kvs[0]) if kvs else None
 
+    def get_prefix(self, prefix):
+        """Every key under ``prefix``, decoded, in key order (linearizable read)."""
+        raw = prefix.encode("utf-8") if not isinstance(prefix, bytes) else prefix
+        end = raw[:-1] + bytes([raw[-1] + 1])  # the first key after every key that starts with prefix
+        result = self.post(self.get_url("/kv/range"), json={"key": b64(raw), "range_end": b64(end)})
+        return [decode_kv(kv) for kv in result.get("kvs", [])]
+
     def grant_lease(self, ttl):
         """(lease id, granted TTL): etcd may raise a too small TTL to its minimum."""
         result = self.post(self.get_url("/lease/grant"), json={"TTL": int(ttl), "ID": 0})

@@ -106,26 +106,30 @@ class LvmRunner(object):
     # -- reads -----------------------------------------------------------------------------------
     def read_vg(self, vg):
         """One ``lvm fullreport`` for the VG and all its LVs. Raises VgNotFound."""
+        vgs = self.read_vgs([vg])
+        if not vgs:
+            raise VgNotFound("volume group %s not found on this host" % vg)
+        return vgs[0]
+
+    def read_vgs(self, names=None):
+        """VolumeGroups of ``names`` (all VGs this host sees when None), one ``lvm fullreport``."""
         argv = ["lvm", "fullreport"] + REPORT_OPTS + [
             "--configreport", "vg", "-o", VG_FIELDS,
             "--configreport", "lv", "-o", LV_FIELDS,
             "--configreport", "pv", "-o", "pv_name",
             "--configreport", "seg", "-o", "segtype",
             "--configreport", "pvseg", "-o", "pvseg_start",
-            vg,
-        ]
+        ] + list(names or [])
         try:
             out = self._run(argv, write=False)
         except CommandError as exc:
-            if "not found" in exc.stderr:
+            if names and "not found" in exc.stderr:
                 raise VgNotFound("volume group %s not found on this host (%s); check the name, "
-                                 "and that its PVs are visible here (pvs)" % (vg, exc.stderr.splitlines()[0]))
+                                 "and that its PVs are visible here (pvs)"
+                                 % (", ".join(names), exc.stderr.splitlines()[0]))
             raise
-        reports = json.loads(out).get("report", [])
-        if not reports or not reports[0].get("vg"):
-            raise VgNotFound("volume group %s not found on this host" % vg)
-        report = reports[0]
-        return VolumeGroup(report["vg"][0], report.get("lv", []))
+        return [VolumeGroup(report["vg"][0], report.get("lv", []))
+                for report in json.loads(out).get("report", []) if report.get("vg")]
 
     # -- writes ----------------------------------------------------------------------------------
     def create_lv(self, vg, name, size, tags):

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: sltv.core contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Argument spec pieces shared by the modules (documented in the doc fragment sltv.core.lock)."""
+"""What the modules share: the lock options (doc fragment sltv.core.lock) and error handling."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -9,8 +9,10 @@ __metaclass__ = type
 
 import os
 import socket
+import traceback
 
 from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import MIN_LOCK_TTL, make_vg_lock
+from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 
 LOCK_ARGUMENT_SPEC = dict(
     lock_backend=dict(type="str", default="local", choices=["local", "etcd"]),
@@ -48,3 +50,19 @@ def check_lock_params(params):
     if params.get("lock_backend") == "etcd" and not params.get("etcd_endpoints"):
         return "lock_backend=etcd needs at least one entry in etcd_endpoints"
     return None
+
+
+def host_name():
+    """This host's name as the modules write it into tags and errors."""
+    return socket.gethostname()
+
+
+def run_or_fail(module, where, runner, action):
+    """Run ``action()``; any error fails the module with a message that starts with ``where``."""
+    try:
+        return action()
+    except SltvError as exc:
+        module.fail_json(msg="%s: %s" % (where, exc), commands=runner.commands)
+    except Exception as exc:  # pylint: disable=broad-except  # any surprise must still fail cleanly
+        module.fail_json(msg="%s: unexpected error: %s" % (where, exc), exception=traceback.format_exc(),
+                         commands=runner.commands)

@@ -69,6 +69,18 @@ def disk_tags(kind, fmt, virtual_size, pending_init=False):
     return tags
 
 
+def attachment_value(host, domain_uuid):
+    """The value of an ``sltv_attached`` tag: the domain's UUID is the identity, the host is where
+    it was attached last (a live migration moves the domain; the next attachment run updates it)."""
+    return "%s:%s" % (host, domain_uuid)
+
+
+def split_attachment(value):
+    """``host:uuid`` -> (host, uuid)."""
+    host, sep, uuid = value.rpartition(":")
+    return (host, uuid) if sep else ("", value)
+
+
 def split_tags(lv_tags):
     """lvs' comma-separated ``lv_tags`` -> list of tags."""
     return [tag for tag in (lv_tags or "").split(",") if tag]

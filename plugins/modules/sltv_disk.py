@@ -230,17 +230,13 @@ lock_wait:
   sample: 0.004
 """
 
-import socket
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sltv.core.plugins.module_utils.disk import DiskSpec
 from ansible_collections.sltv.core.plugins.module_utils.disk_ops import ensure_disk
-from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
 from ansible_collections.sltv.core.plugins.module_utils.module_args import (
-    LOCK_ARGUMENT_SPEC, LOCK_REQUIRED_TOGETHER, check_lock_params, lock_factory,
+    LOCK_ARGUMENT_SPEC, LOCK_REQUIRED_TOGETHER, check_lock_params, host_name, lock_factory, run_or_fail,
 )
 
 
@@ -268,17 +264,15 @@ def main():
 
     runner = LvmRunner()
     # Every error names the disk and the host, for ad-hoc runs and AWX logs alike.
-    where = "sltv_disk %s/%s on host %s" % (params["vg"], params["name"], socket.gethostname())
-    try:
+    where = "sltv_disk %s/%s on host %s" % (params["vg"], params["name"], host_name())
+
+    def action():
         spec = DiskSpec(params["name"], params["vg"], state=params["state"], provisioning=params["provisioning"],
                         size=params["size"], initial_size=params["initial_size"], wipe=params["wipe"],
                         force=params["force"])
-        result = ensure_disk(spec, runner, lock_factory(params, spec.vg, "sltv_disk"), module.check_mode)
-    except SltvError as exc:
-        module.fail_json(msg="%s: %s" % (where, exc), commands=runner.commands)
-    except Exception as exc:  # pylint: disable=broad-except  # any surprise must still fail cleanly
-        module.fail_json(msg="%s: unexpected error: %s" % (where, exc), exception=traceback.format_exc(),
-                         commands=runner.commands)
+        return ensure_disk(spec, runner, lock_factory(params, spec.vg, "sltv_disk"), module.check_mode)
+
+    result = run_or_fail(module, where, runner, action)
 
     for warning in result.warnings:
         module.warn(warning)
@@ -286,8 +280,8 @@ def main():
                   commands=result.commands, lock_wait=round(result.lock_wait, 6))
     if module._diff:
         output["diff"] = dict(before=result.before, after=result.after,
-                              before_header="%s/%s" % (spec.vg, spec.name),
-                              after_header="%s/%s" % (spec.vg, spec.name))
+                              before_header="%s/%s" % (params["vg"], params["name"]),
+                              after_header="%s/%s" % (params["vg"], params["name"]))
     module.exit_json(**output)
 
 

@@ -1,0 +1,69 @@
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Everything at a glance, read only: disks with their attachments, VG capacity and over-commit.
+
+The VG metadata (one ``lvm fullreport``) says what exists and where it is attached; this host's
+libvirt adds the target and what QEMU reports for domains that run here.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.sltv.core.plugins.module_utils import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.disk import THIN, Disk
+from ansible_collections.sltv.core.plugins.module_utils.domain_xml import lv_device_paths
+from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
+
+
+def _local_users(hypervisor, vg, name, warnings):
+    if hypervisor is None:
+        return []
+    users = []
+    for dom, dd, live in hypervisor.users_of(lv_device_paths(vg, name)):
+        entry = dict(domain=dom.name, domain_uuid=dom.uuid, target=dd.target, bus=dd.bus, live=live)
+        if live:
+            try:
+                capacity, allocation, physical = dom.block_info(dd.target)
+                entry.update(capacity=capacity, allocation=allocation, physical=physical)
+            except SltvError as exc:
+                warnings.append(str(exc))
+        users.append(entry)
+    return users
+
+
+def gather(runner, host, hypervisor=None, vgs=None, disk=None, domain=None):
+    """Return (disks, vg_summaries, warnings); ``domain`` filters by name or UUID."""
+    warnings = []
+    disks, summaries = [], []
+    for vg in runner.read_vgs(vgs):
+        managed = []
+        for lv in vg.lvs.values():
+            if T.MANAGED in lv.tags:
+                managed.append(Disk(vg, lv))
+        virtual = sum(d.virtual_size for d in managed)
+        allocated = sum(d.size for d in managed)
+        summaries.append(dict(
+            name=vg.name, size=vg.size, free=vg.free, extent_size=vg.extent_size, lock_type=vg.lock_type,
+            disks=len(managed), allocated=allocated, virtual=virtual,
+            overcommit=round(float(virtual) / vg.size, 3) if vg.size else 0.0,
+        ))
+        for item in sorted(managed, key=lambda d: d.name):
+            if disk is not None and item.name != disk:
+                continue
+            entry = dict(item.to_dict(), thin=item.kind == THIN, active_here=item.lv.active, attached=[])
+            for value in item.attachments:
+                att_host, uuid = T.split_attachment(value)
+                entry["attached"].append(dict(host=att_host, domain_uuid=uuid, here=att_host == host))
+            entry["local_domains"] = _local_users(hypervisor, vg.name, item.name, warnings)
+            if domain is not None and not _matches_domain(entry, domain):
+                continue
+            disks.append(entry)
+    return disks, summaries, warnings
+
+
+def _matches_domain(entry, domain):
+    if any(a["domain_uuid"] == domain for a in entry["attached"]):
+        return True
+    return any(u["domain"] == domain or u["domain_uuid"] == domain for u in entry["local_domains"])

@@ -1,0 +1,183 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: sltv_extend
+short_description: Grow sltv disks, and the running guests' view of them
+version_added: 1.0.0
+description:
+  - Grows a disk made by sltv.core.sltv_disk. Nothing is ever shrunk; a smaller size is an error.
+  - A V(thick) disk's LV is extended under the VG lock (C(lvextend)), then every running domain on
+    this host that uses the disk is told the new size (libvirt C(blockResize)), so the guest sees it.
+  - A V(thin) disk's virtual size (what the guest sees) grows through QEMU while a domain runs it
+    here, or with C(qemu-img resize) otherwise, and the C(sltv_vsize) tag follows. Its LV keeps
+    growing on demand through the sltv agent; O(physical) grows it ahead of time.
+  - A disk recorded as attached to a domain on another host is refused: run the task there.
+author:
+  - sltv.core developers (@sltv-core)
+extends_documentation_fragment:
+  - sltv.core.lock
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: The diff shows the LV size and the virtual size before and after.
+  platform:
+    platforms: posix
+options:
+  disk:
+    description: Disk name (the LV name).
+    type: str
+    required: true
+  vg:
+    description: Volume group that holds the disk.
+    type: str
+    required: true
+  size:
+    description:
+      - New size that the guest sees, absolute. Thick disks round up to the VG extent size, thin
+        disks to 512 bytes. Idempotent; a size below the current one is an error.
+      - Bytes or a number with a binary unit (V(60G), V(1.5T)).
+    type: str
+  delta:
+    description:
+      - Grow by this much, relative to the current size. B(Not idempotent): every run grows the disk
+        again. Use O(size) in playbooks that run more than once.
+    type: str
+  physical:
+    description:
+      - Thin disks only. Grow the LV to at least this size now (rounded up to the extent size), at
+        most 1.1 times the virtual size.
+    type: str
+  uri:
+    description: libvirt connection URI.
+    type: str
+    default: qemu:///system
+notes:
+  - Runs on the hypervisor. Needs lvm2, qemu-img for thin disks that no domain runs, and libvirt's
+    Python bindings when the disk is attached.
+seealso:
+  - module: sltv.core.sltv_disk
+  - module: sltv.core.sltv_attachment
+"""
+
+EXAMPLES = r"""
+- name: Grow a thick disk to 80 GiB; the running guest sees the new size at once
+  sltv.core.sltv_extend:
+    disk: web01-data
+    vg: vg_san
+    size: 80G
+
+- name: Grow a thin disk's virtual size to 500 GiB and its LV to 20 GiB now
+  sltv.core.sltv_extend:
+    disk: db01-data
+    vg: vg_san
+    size: 500G
+    physical: 20G
+    lock_backend: etcd
+    etcd_endpoints: [https://etcd1.example.com:2379]
+
+- name: Add 10 GiB (runs again add 10 GiB again)
+  sltv.core.sltv_extend:
+    disk: web01-data
+    vg: vg_san
+    delta: 10G
+"""
+
+RETURN = r"""
+size:
+  description: LV size in bytes after the run.
+  returned: always
+  type: int
+  sample: 85899345920
+virtual_size:
+  description: Size in bytes that the guest sees after the run.
+  returned: always
+  type: int
+  sample: 85899345920
+guests:
+  description: Running domains on this host that use the disk, with the capacity they see after the run.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{domain: web01, target: vdb, capacity: 85899345920}]
+actions:
+  description: What was done (in check mode, would be done), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: [lvextend, resize_guest, tag_vsize]
+commands:
+  description: The lvm2 commands that ran, as argv lists.
+  returned: always
+  type: list
+  elements: list
+  sample: [[lvextend, -L, 85899345920b, vg_san/web01-data]]
+lock_wait:
+  description: Seconds spent waiting for the VG lock.
+  returned: always
+  type: float
+  sample: 0.002
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.sltv.core.plugins.module_utils.extend import ExtendSpec, ensure_extended
+from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import Hypervisor
+from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
+from ansible_collections.sltv.core.plugins.module_utils.module_args import (
+    LOCK_ARGUMENT_SPEC, LOCK_REQUIRED_TOGETHER, check_lock_params, host_name, lock_factory, run_or_fail,
+)
+
+
+def main():
+    argument_spec = dict(
+        disk=dict(type="str", required=True),
+        vg=dict(type="str", required=True),
+        size=dict(type="str"),
+        delta=dict(type="str"),
+        physical=dict(type="str"),
+        uri=dict(type="str", default="qemu:///system"),
+    )
+    argument_spec.update(LOCK_ARGUMENT_SPEC)
+    module = AnsibleModule(argument_spec=argument_spec, required_together=LOCK_REQUIRED_TOGETHER,
+                           mutually_exclusive=[["size", "delta"]],
+                           required_one_of=[["size", "delta", "physical"]], supports_check_mode=True)
+    params = module.params
+    problem = check_lock_params(params)
+    if problem:
+        module.fail_json(msg=problem)
+
+    host = host_name()
+    runner = LvmRunner()
+    where = "sltv_extend %s/%s on host %s" % (params["vg"], params["disk"], host)
+
+    def action():
+        spec = ExtendSpec(params["disk"], params["vg"], size=params["size"], delta=params["delta"],
+                          physical=params["physical"])
+        return ensure_extended(spec, runner, lambda: Hypervisor(params["uri"]),
+                               lock_factory(params, spec.vg, "sltv_extend"), host, module.check_mode)
+
+    result = run_or_fail(module, where, runner, action)
+    for warning in result.warnings:
+        module.warn(warning)
+    output = dict(changed=result.changed, actions=result.actions, size=result.after["size"],
+                  virtual_size=result.after["virtual_size"], guests=result.guests, commands=runner.commands,
+                  lock_wait=round(result.lock_wait, 6))
+    if module._diff:
+        header = "%s/%s" % (params["vg"], params["disk"])
+        output["diff"] = dict(before=result.before, after=result.after, before_header=header, after_header=header)
+    module.exit_json(**output)
+
+
+if __name__ == "__main__":
+    main()

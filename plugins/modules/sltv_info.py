@@ -1,0 +1,199 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: sltv_info
+short_description: Show sltv disks, their attachments and the capacity of the volume groups
+version_added: 1.0.0
+description:
+  - Reads, never changes. Lists the disks made by sltv.core.sltv_disk (kind, format, LV size,
+    virtual size, attachments from the LV tags), and for each volume group its size, free space and
+    over-commit ratio (the sum of the disks' virtual sizes divided by the VG size).
+  - For domains that run on this host, adds the target and what QEMU reports (capacity, allocation
+    = the highest offset written, physical size).
+  - With O(lock_backend=etcd), also lists the sltv agents that are alive and the recent extends
+    they recorded.
+author:
+  - sltv.core developers (@sltv-core)
+extends_documentation_fragment:
+  - sltv.core.lock
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.info_module
+attributes:
+  check_mode:
+    support: full
+    details: The module never changes anything.
+  platform:
+    platforms: posix
+options:
+  vg:
+    description: Only these volume groups (default all that this host sees).
+    type: list
+    elements: str
+  disk:
+    description: Only this disk.
+    type: str
+  domain:
+    description: Only disks attached to this domain (name or UUID; a name only matches domains of this host).
+    type: str
+  uri:
+    description: libvirt connection URI. If libvirt does not answer, the result has no local domains and a warning.
+    type: str
+    default: qemu:///system
+notes:
+  - The O(lock_timeout) and O(lock_ttl) options are not used; no lock is taken.
+seealso:
+  - module: sltv.core.sltv_disk
+"""
+
+EXAMPLES = r"""
+- name: Everything on this host's view of the shared VG
+  sltv.core.sltv_info:
+    vg: [vg_san]
+  register: sltv
+
+- name: Disks of one domain, with live agents and recent extends from etcd
+  sltv.core.sltv_info:
+    domain: web01
+    lock_backend: etcd
+    etcd_endpoints: [https://etcd1.example.com:2379]
+"""
+
+RETURN = r"""
+disks:
+  description: The sltv disks (after the filters), sorted by VG and name.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Disk name.
+      type: str
+    vg:
+      description: Volume group.
+      type: str
+    kind:
+      description: V(thick) or V(thin).
+      type: str
+    format:
+      description: V(raw) or V(qcow2).
+      type: str
+    size:
+      description: LV size in bytes.
+      type: int
+    virtual_size:
+      description: Size in bytes that the guest sees.
+      type: int
+    active_here:
+      description: Whether the LV is active on this host.
+      type: bool
+    attached:
+      description: Attachments from the LV tags (host, domain_uuid, here).
+      type: list
+      elements: dict
+    local_domains:
+      description: >-
+        Domains of this host whose definition has the disk: domain, domain_uuid, target, bus, live,
+        and for running ones capacity, allocation and physical in bytes.
+      type: list
+      elements: dict
+  sample:
+    - name: web01-data
+      vg: vg_san
+      kind: thin
+      format: qcow2
+      size: 2147483648
+      virtual_size: 53687091200
+      active_here: true
+      attached: [{host: hv1, domain_uuid: 7c1a4a1e-8f0c-4b59-9b1e-2f1d4c7e8a11, here: true}]
+      local_domains: [{domain: web01, target: vdb, live: true, capacity: 53687091200, allocation: 1073741824}]
+vgs:
+  description: Per volume group, sizes in bytes and the over-commit ratio.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: vg_san, size: 4398046511104, free: 1099511627776, disks: 12, allocated: 3298534883328,
+            virtual: 6597069766656, overcommit: 1.5, lock_type: none, extent_size: 4194304}]
+agents:
+  description: Agents alive in etcd (O(lock_backend=etcd) only).
+  returned: when O(lock_backend=etcd)
+  type: list
+  elements: dict
+  sample: [{host: hv1, pid: 812, key: /sltv/agents/hv1}]
+extends:
+  description: Recent extends recorded in etcd (O(lock_backend=etcd) only).
+  returned: when O(lock_backend=etcd)
+  type: list
+  elements: dict
+  sample: [{host: hv1, vg: vg_san, disk: web01-data, size: 3221225472, seconds: 0.41}]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
+from ansible_collections.sltv.core.plugins.module_utils.info import gather
+from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import Hypervisor
+from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
+from ansible_collections.sltv.core.plugins.module_utils.module_args import (
+    LOCK_ARGUMENT_SPEC, LOCK_REQUIRED_TOGETHER, host_name, lock_settings, run_or_fail,
+)
+
+
+def _etcd_records(params):
+    # Imported here so that the local backend needs no etcd client installed.
+    from ansible_collections.sltv.core.plugins.module_utils import cluster_state, etcd_client
+
+    client = etcd_client.connect(lock_settings(params))
+    try:
+        prefix = params["lock_prefix"]
+        return cluster_state.live_agents(client, prefix), cluster_state.recent_extends(client, prefix)
+    finally:
+        client.close()
+
+
+def main():
+    argument_spec = dict(
+        vg=dict(type="list", elements="str"),
+        disk=dict(type="str"),
+        domain=dict(type="str"),
+        uri=dict(type="str", default="qemu:///system"),
+    )
+    argument_spec.update(LOCK_ARGUMENT_SPEC)
+    module = AnsibleModule(argument_spec=argument_spec, required_together=LOCK_REQUIRED_TOGETHER,
+                           supports_check_mode=True)
+    params = module.params
+    host = host_name()
+    runner = LvmRunner()
+    where = "sltv_info on host %s" % host
+    warnings = []
+
+    def action():
+        try:
+            hypervisor = Hypervisor(params["uri"])
+        except SltvError as exc:
+            warnings.append("no local domain details: %s" % exc)
+            hypervisor = None
+        try:
+            return gather(runner, host, hypervisor, vgs=params["vg"], disk=params["disk"], domain=params["domain"])
+        finally:
+            if hypervisor is not None:
+                hypervisor.close()
+
+    disks, vgs, gather_warnings = run_or_fail(module, where, runner, action)
+    output = dict(changed=False, disks=disks, vgs=vgs)
+    if params["lock_backend"] == "etcd":
+        output["agents"], output["extends"] = run_or_fail(module, where, runner, lambda: _etcd_records(params))
+    for warning in warnings + gather_warnings:
+        module.warn(warning)
+    module.exit_json(**output)
+
+
+if __name__ == "__main__":
+    main()
