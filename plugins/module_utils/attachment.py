@@ -246,6 +246,9 @@ def _element(spec, disk, target):
 
 
 def _change_tags(runner, lock_factory, spec, add, delete, result, recheck=None):
+    """Add/delete sltv_attached values (not tags) in one lvchange under the VG lock."""
+    add = [T.make_tag(T.ATTACHED, value) for value in add]
+    delete = [T.make_tag(T.ATTACHED, value) for value in delete]
     waits, warnings = [], []
     with CriticalSection(runner, lock_factory, waits, warnings):
         if recheck is not None:

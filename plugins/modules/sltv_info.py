@@ -25,7 +25,6 @@ author:
 extends_documentation_fragment:
   - sltv.core.lock
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.info_module
 attributes:
   check_mode:
     support: full

@@ -16,14 +16,34 @@ A server object has ``.endpoint``, ``.stop()``, ``.start()``, ``.kill()``, ``.ru
 ``.client_settings(**overrides)`` (lock settings dict for it) and ``.etcdctl(*args)``.
 
 Without etcd the tests are skipped, unless CI is set: there a missing etcd is a failure.
+
+REAL libvirtd + QEMU (``libvirttest.py``; root):
+
+* ``libvirtd`` (session): a ``LibvirtDaemon`` that answers on qemu:///system (found running, or
+  started with virtlogd). It is left running after the session (starting it the first time
+  costs seconds); set ``SLTV_STOP_LIBVIRTD=1`` to stop what the session started.
+* ``libvirt_session`` (session): the session's one connection, opened after the event loop thread
+  started (so events arrive), reopened when a test restarted libvirtd.
+* ``libvirt_conn`` (function): that connection, alive.
+* ``nos_domain`` (function): ``nos_domain(persistent=True, start=True)`` defines a no-OS domain
+  ``sltvtest-<random>``; destroyed and undefined after the test.
+* ``loop_device`` (function): ``loop_device(size_mib=64)`` makes a ``LoopDevice``; detached after
+  the test, after the test's domains are gone.
+
+Without libvirtd, virtlogd, virsh, QEMU or the libvirt module the libvirt tests are skipped,
+unless CI is set.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+import uuid
+
 import pytest
 
+import libvirttest
 from etcdtest import ETCD_BIN, ETCDCTL_BIN, OPENSSL_BIN, EtcdServer, TlsMaterial, require_binary
 from lvmtest import LoopVG
 
@@ -83,3 +103,70 @@ def etcd_tls_server(etcd_factory):
 @pytest.fixture
 def etcd_auth_server(etcd_factory):
     return etcd_factory(auth=True)
+
+
+@pytest.fixture(scope="session")
+def libvirtd():
+    """A libvirtd answering on qemu:///system; left running (SLTV_STOP_LIBVIRTD=1 stops ours)."""
+    libvirttest.require_libvirt()
+    daemon = libvirttest.LibvirtDaemon().ensure_running()
+    try:
+        yield daemon
+    finally:
+        if os.environ.get("SLTV_STOP_LIBVIRTD"):
+            daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def libvirt_session(libvirtd):
+    session = libvirttest.LibvirtSession(libvirtd)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture
+def libvirt_conn(libvirt_session):
+    """The session's connection (event loop running), reopened if libvirtd was restarted."""
+    return libvirt_session.connection()
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    """``loop_device(size_mib=64)`` -> LoopDevice; all detached after the test."""
+    libvirttest.require_libvirt()
+    loops = []
+
+    def make(size_mib=64):
+        loop = libvirttest.LoopDevice(str(tmp_path), size_mib)
+        loops.append(loop)
+        return loop
+
+    try:
+        yield make
+    finally:
+        for loop in loops:
+            loop.destroy()
+
+
+@pytest.fixture
+def nos_domain(libvirt_session, loop_device):
+    """``nos_domain(persistent=True, start=True, domain_type=None)`` -> virDomain ``sltvtest-<random>``.
+
+    Depends on loop_device so that pytest tears it down first: the domains go before the loops.
+    """
+    names = []
+
+    def make(persistent=True, start=True, domain_type=None):
+        name = "%s%s" % (libvirttest.TEST_PREFIX, uuid.uuid4().hex[:8])
+        names.append(name)
+        return libvirttest.define_nos_domain(libvirt_session.connection(), name, persistent=persistent, start=start,
+                                             domain_type=domain_type)
+
+    try:
+        yield make
+    finally:
+        conn = libvirt_session.connection()
+        for name in names:
+            libvirttest.remove_domain(conn, name)
