@@ -32,10 +32,11 @@ STAGE := scripts/stage.sh
 APT := scripts/bootstrap.sh apt
 
 # Debian packages per stage (installed only when missing)
-APT_BASE := git ca-certificates
+# libvirt-dev, pkg-config and gcc build libvirt-python (tests/requirements.txt) in .venv
+APT_BASE := git ca-certificates libvirt-dev pkg-config gcc
 APT_SANITY := shellcheck
 APT_INTEGRATION := lvm2 thin-provisioning-tools dmsetup etcd-server etcd-client qemu-utils \
-	openssl util-linux mount
+	openssl util-linux mount libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
 
 STAGES := sanity lint changelog unit integration build molecule
 
