@@ -2,7 +2,7 @@
 # Copyright: sltv.core contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The libvirt QEMU hook: activate a domain's sltv LVs before QEMU opens them, deactivate them
-once QEMU has let go. Installed as /etc/libvirt/hooks/qemu.d/sltv (see hook_main).
+once QEMU has let go. Installed as /etc/libvirt/hooks/qemu.d/sltv, a script that calls hook_main().
 
 libvirt calls ``qemu.d/<script> <domain> <operation> <sub-operation> <extra>`` with the domain
 XML on stdin. What happens here:
@@ -163,7 +163,3 @@ def hook_main(argv=None, stdin=None):
         _syslog(str(exc))
         sys.stderr.write("%s\n" % exc)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(hook_main())

@@ -19,7 +19,7 @@ description:
   - A V(thin) disk's virtual size (what the guest sees) grows through QEMU while a domain runs it
     here, or with C(qemu-img resize) otherwise, and the C(sltv_vsize) tag follows. Its LV keeps
     growing on demand through the sltv agent; O(physical) grows it ahead of time.
-  - A disk recorded as attached to a domain on another host is refused: run the task there.
+  - A disk recorded as attached to a domain on another host is refused; run the task on that host.
 author:
   - sltv.core developers (@sltv-core)
 extends_documentation_fragment:
@@ -50,8 +50,8 @@ options:
     type: str
   delta:
     description:
-      - Grow by this much, relative to the current size. B(Not idempotent): every run grows the disk
-        again. Use O(size) in playbooks that run more than once.
+      - "Grow by this much, relative to the current size. B(Not idempotent): every run grows the disk
+        again. Use O(size) in playbooks that run more than once."
     type: str
   physical:
     description:

@@ -29,6 +29,8 @@ attributes:
   check_mode:
     support: full
     details: The module never changes anything.
+  diff_mode:
+    support: none
   platform:
     platforms: posix
 options:

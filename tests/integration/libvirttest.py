@@ -496,8 +496,8 @@ def hmp(dom_name, command, uri=URI, check=True):
                           check=False)
     reply = proc.stdout.strip()
     if check and (proc.returncode != 0 or reply.startswith("Error") or "\nError" in reply):
-        raise RuntimeError("HMP %r on %s failed (%d): %s %s" % (command, dom_name, proc.returncode, reply,
-                                                                 proc.stderr.strip()))
+        raise RuntimeError("HMP %r on %s failed (%d): %s %s"
+                           % (command, dom_name, proc.returncode, reply, proc.stderr.strip()))
     return reply
 
 
