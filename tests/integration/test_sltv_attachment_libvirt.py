@@ -211,3 +211,21 @@ def test_sltv_extend_refuses_a_disk_attached_on_another_host(loop_vg):
     result = run_module("sltv_extend", dict(disk="d1", vg=loop_vg.name, size="1G"))
     assert result.get("failed") and "on host hv9" in result["msg"] and "delegate_to" in result["msg"]
     assert loop_vg.snapshot() == before
+
+
+def test_sltv_info_lists_live_agents_and_recent_extends_from_etcd(loop_vg, etcd_server):
+    make_disk(loop_vg, "d1")
+    prefix = "/sltvtest-%s" % loop_vg.name
+    lease = etcd_server.etcdctl("lease", "grant", "30").split()[1]
+    etcd_server.etcdctl("put", "--lease=%s" % lease, prefix + "/agents/hv1", '{"host": "hv1", "pid": 812}')
+    etcd_server.etcdctl("put", prefix + "/extends/%s/d1" % loop_vg.name,
+                        '{"host": "hv1", "vg": "%s", "disk": "d1", "size": 536870912, "seconds": 0.41}' % loop_vg.name)
+    etcd_server.etcdctl("put", prefix + "/agentsfoo", "not under the agents/ prefix")
+    info = run_module("sltv_info", dict(vg=[loop_vg.name], lock_backend="etcd", etcd_endpoints=[etcd_server.endpoint],
+                                        lock_prefix=prefix))
+    assert not info.get("failed"), info
+    assert info["agents"] == [dict(host="hv1", pid=812, key=prefix + "/agents/hv1")]
+    assert [(e["disk"], e["size"]) for e in info["extends"]] == [("d1", 536870912)]
+    etcd_server.etcdctl("lease", "revoke", lease)
+    assert run_module("sltv_info", dict(vg=[loop_vg.name], lock_backend="etcd", etcd_endpoints=[etcd_server.endpoint],
+                                        lock_prefix=prefix))["agents"] == []
