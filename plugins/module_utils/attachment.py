@@ -159,8 +159,19 @@ def ensure_attachment(spec, runner, hypervisor, lock_factory, host, check_mode=F
     else:
         _detach(spec, runner, lock_factory, vg, disk, domain, view, hypervisor, paths, plan, mine, result)
     result.xml_after = domain.xml(domain.running)
-    result.disk = read_disk(runner, spec.vg, spec.disk)[1].to_dict()
+    # The tags we wrote are known: no third VG read (each lvm call costs ~0.5 s on a busy host).
+    if spec.state == "present":
+        result.disk = _with_attachments(disk, [v for v in disk.attachments if v not in mine or v == claim]
+                                        + ([claim] if CLAIM in plan else []))
+    elif UNCLAIM in plan:
+        result.disk = _with_attachments(disk, [v for v in disk.attachments if v not in mine])
     return result
+
+
+def _with_attachments(disk, attachments):
+    prefix = "%s_%s=" % (T.MANAGED, T.ATTACHED)
+    tags = [t for t in disk.tags if not t.startswith(prefix)] + [T.make_tag(T.ATTACHED, v) for v in attachments]
+    return dict(disk.to_dict(), attachments=attachments, lv_tags=sorted(tags))
 
 
 def _plan_attach(spec, disk, domain, view, hypervisor, paths, mine, claim, result):
