@@ -35,6 +35,8 @@ REPO = os.path.dirname(HERE)
 REMOTE_DIR = "/tmp/sltv-bench"
 DOMAIN = "bench-dom"
 DISK = "bench-att"
+OPERATIONS = ("sltv attach", "sltv detach", "sltv no-op attach", "virsh attach-device", "virsh detach-device",
+              "lvchange+virsh attach", "virsh+lvchange detach", "2 command tasks attach", "2 command tasks detach")
 DOMAIN_XML = """<domain type='%s'><name>%s</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>
 <os><type arch='x86_64'>hvm</type><bios rebootTimeout='-1'/></os><features><acpi/></features>
 <on_crash>destroy</on_crash><devices><controller type='scsi' index='0' model='virtio-scsi'/>
@@ -130,9 +132,7 @@ def worker(args):
     sh("virsh", "start", DOMAIN)
     module("sltv_disk", name=DISK, vg=vg, size="64M")
     args_attach = dict(disk=DISK, vg=vg, domain=DOMAIN, bus="scsi")
-    times = dict((key, []) for key in ("sltv attach", "sltv detach", "sltv no-op attach", "virsh attach-device",
-                                        "virsh detach-device", "lvchange+virsh attach", "virsh+lvchange detach",
-                                        "2 command tasks attach", "2 command tasks detach"))
+    times = dict((key, []) for key in OPERATIONS)
     try:
         for _cycle in range(args.cycles):
             seconds, result = timed(module, "sltv_attachment", **args_attach)
@@ -188,8 +188,8 @@ def worker(args):
           % (pct(cycle_sltv, 50) * 1e3, pct(cycle_tasks, 50) * 1e3, pct(cycle_hand, 50) * 1e3, pct(cycle_virsh, 50) * 1e3))
     print("ratio sltv / command tasks:    p50 %.2f, p99 %.2f (same module start-up cost on both sides)"
           % (pct(cycle_sltv, 50) / pct(cycle_tasks, 50), pct(cycle_sltv, 99) / pct(cycle_tasks, 99)))
-    print("ratio sltv / (lvchange+virsh): p50 %.2f, p99 %.2f" % (pct(cycle_sltv, 50) / pct(cycle_hand, 50),
-                                                                  pct(cycle_sltv, 99) / pct(cycle_hand, 99)))
+    print("ratio sltv / (lvchange+virsh): p50 %.2f, p99 %.2f"
+          % (pct(cycle_sltv, 50) / pct(cycle_hand, 50), pct(cycle_sltv, 99) / pct(cycle_hand, 99)))
     print("ratio sltv / virsh alone:      p50 %.2f" % (pct(cycle_sltv, 50) / pct(cycle_virsh, 50)))
     print("no-op sltv attach p50 %.0f ms = %.2f x a virsh attach-device (which is not idempotent: it fails "
           "on an attached disk)" % (pct(times["sltv no-op attach"], 50) * 1e3,
