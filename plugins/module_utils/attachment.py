@@ -110,17 +110,18 @@ class _View(object):
     """The domain as it is now: the disk in its live/persistent XML, targets in use."""
 
     def __init__(self, domain, paths):
-        self.running = domain.running
-        self.persistent = domain.persistent
+        views = domain.disk_views()  # [(live, xml, disks)]: live first when running
+        self.running = any(view[0] for view in views)
+        self.persistent = any(not view[0] for view in views)
         self.live_disks, self.config_disks = [], []
-        for live, disks in domain.disk_views():
-            if live:
-                self.live_disks = disks
+        for view in views:
+            if view[0]:
+                self.live_disks = view[2]
             else:
-                self.config_disks = disks
+                self.config_disks = view[2]
         self.in_live = find_disk(self.live_disks, paths)
         self.in_config = find_disk(self.config_disks, paths)
-        self.primary_xml = domain.xml(self.running)
+        self.primary_xml = views[0][1]  # live if running, else persistent: what diff mode shows
 
 
 def ensure_attachment(spec, runner, hypervisor, lock_factory, host, check_mode=False):

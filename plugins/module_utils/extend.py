@@ -152,10 +152,7 @@ def _extend(spec, runner, hypervisor, lock_factory, host, check_mode, vg, disk):
     if RESIZE_IMAGE in actions:
         _resize_image(runner, disk, wanted, vg.shared)
     if TAG_VSIZE in actions:
-        fresh = read_disk(runner, spec.vg, spec.disk)[1]
-        old = [t for t in fresh.tags if t.startswith("%s_%s=" % (T.MANAGED, T.VSIZE))]
-        _locked(runner, lock_factory, result,
-                lambda: runner.change_tags(spec.vg, spec.disk, add=[T.make_tag(T.VSIZE, wanted)], delete=old))
+        _locked(runner, lock_factory, result, lambda: _retag_vsize(runner, spec, wanted))
     return result
 
 
@@ -164,6 +161,13 @@ def _locked(runner, lock_factory, result, work):
     with CriticalSection(runner, lock_factory, waits, result.warnings):
         work()
     result.lock_wait += sum(waits)
+
+
+def _retag_vsize(runner, spec, wanted):
+    """Swap the vsize tag for ``wanted``; the old one is read under the lock, where it cannot move."""
+    fresh = read_disk(runner, spec.vg, spec.disk)[1]
+    old = [t for t in fresh.tags if t.startswith("%s_%s=" % (T.MANAGED, T.VSIZE))]
+    runner.change_tags(spec.vg, spec.disk, add=[T.make_tag(T.VSIZE, wanted)], delete=old)
 
 
 def _resize_image(runner, disk, wanted, vg_shared):

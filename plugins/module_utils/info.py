@@ -17,11 +17,11 @@ from ansible_collections.sltv.core.plugins.module_utils.domain_xml import lv_dev
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 
 
-def _local_users(hypervisor, vg, name, warnings):
+def _local_users(hypervisor, disk_users, vg, name, warnings):
     if hypervisor is None:
         return []
     users = []
-    for dom, dd, live in hypervisor.users_of(lv_device_paths(vg, name)):
+    for dom, dd, live in hypervisor.users_of(lv_device_paths(vg, name), disk_users):
         entry = dict(domain=dom.name, domain_uuid=dom.uuid, target=dd.target, bus=dd.bus, live=live)
         if live:
             try:
@@ -37,6 +37,7 @@ def gather(runner, host, hypervisor=None, vgs=None, disk=None, domain=None):
     """Return (disks, vg_summaries, warnings); ``domain`` filters by name or UUID."""
     warnings = []
     disks, summaries = [], []
+    disk_users = hypervisor.disk_users() if hypervisor is not None else {}  # one scan for all disks
     for vg in runner.read_vgs(vgs):
         managed = []
         for lv in vg.lvs.values():
@@ -56,7 +57,7 @@ def gather(runner, host, hypervisor=None, vgs=None, disk=None, domain=None):
             for value in item.attachments:
                 att_host, uuid = T.split_attachment(value)
                 entry["attached"].append(dict(host=att_host, domain_uuid=uuid, here=att_host == host))
-            entry["local_domains"] = _local_users(hypervisor, vg.name, item.name, warnings)
+            entry["local_domains"] = _local_users(hypervisor, disk_users, vg.name, item.name, warnings)
             if domain is not None and not _matches_domain(entry, domain):
                 continue
             disks.append(entry)

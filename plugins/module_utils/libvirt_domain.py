@@ -11,7 +11,7 @@ __metaclass__ = type
 import time
 
 from ansible_collections.sltv.core.plugins.module_utils.domain_xml import (
-    detach_element, domain_uuid, find_disk, looks_like_uuid, parse_disks,
+    detach_element, looks_like_uuid, parse_disks,
 )
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 
@@ -77,15 +77,19 @@ class Hypervisor(object):
     def domains(self):
         return [Domain(self, dom) for dom in self.conn.listAllDomains(0)]
 
-    def users_of(self, paths):
-        """(domain, DomainDisk, live) for every domain of this host whose XML names one of ``paths``."""
-        found = []
+    def disk_users(self):
+        """{source path: [(domain, DomainDisk, live)]} over every domain of this host, in one scan."""
+        users = {}
         for dom in self.domains():
-            for live, disks in dom.disk_views():
-                disk = find_disk(disks, paths)
-                if disk is not None:
-                    found.append((dom, disk, live))
-        return found
+            for view in dom.disk_views():
+                for disk in view[2]:
+                    users.setdefault(disk.source, []).append((dom, disk, view[0]))
+        return users
+
+    def users_of(self, paths, disk_users=None):
+        """(domain, DomainDisk, live) for every domain of this host whose XML names one of ``paths``."""
+        disk_users = self.disk_users() if disk_users is None else disk_users
+        return [user for path in paths for user in disk_users.get(path, [])]
 
 
 class Domain(object):
@@ -123,16 +127,13 @@ class Domain(object):
         return self._call("XMLDesc", self.dom.XMLDesc, flags)
 
     def disk_views(self):
-        """[(live, disks)] for the live XML (if running) and the persistent XML (if persistent)."""
+        """[(live, xml, disks)] for the live XML (if running) and the persistent XML (if persistent)."""
         views = []
-        if self.running:
-            views.append((True, parse_disks(self.xml(True))))
-        if self.persistent:
-            views.append((False, parse_disks(self.xml(False))))
+        for live, wanted in ((True, self.running), (False, self.persistent)):
+            if wanted:
+                xml_text = self.xml(live)
+                views.append((live, xml_text, parse_disks(xml_text)))
         return views
-
-    def xml_uuid(self):
-        return domain_uuid(self.xml(False))
 
     def _flags(self, live, config):
         flags = 0

@@ -11,6 +11,8 @@ import os
 import socket
 import traceback
 
+from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import MIN_LOCK_TTL, make_vg_lock
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 
@@ -50,6 +52,18 @@ def check_lock_params(params):
     if params.get("lock_backend") == "etcd" and not params.get("etcd_endpoints"):
         return "lock_backend=etcd needs at least one entry in etcd_endpoints"
     return None
+
+
+def sltv_module(argument_spec, check_lock=True, **kwargs):
+    """AnsibleModule with the lock options added, check mode on, and bad lock settings refused."""
+    spec = dict(argument_spec)
+    spec.update(LOCK_ARGUMENT_SPEC)
+    module = AnsibleModule(argument_spec=spec, required_together=LOCK_REQUIRED_TOGETHER, supports_check_mode=True,
+                           **kwargs)
+    problem = check_lock_params(module.params) if check_lock else None
+    if problem:
+        module.fail_json(msg=problem)
+    return module
 
 
 def host_name():

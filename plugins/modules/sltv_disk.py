@@ -230,13 +230,11 @@ lock_wait:
   sample: 0.004
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.sltv.core.plugins.module_utils.disk import DiskSpec
 from ansible_collections.sltv.core.plugins.module_utils.disk_ops import ensure_disk
 from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
 from ansible_collections.sltv.core.plugins.module_utils.module_args import (
-    LOCK_ARGUMENT_SPEC, LOCK_REQUIRED_TOGETHER, check_lock_params, host_name, lock_factory, run_or_fail,
+    host_name, lock_factory, run_or_fail, sltv_module,
 )
 
 
@@ -251,16 +249,8 @@ def main():
         wipe=dict(type="str", default="zero", choices=["zero", "discard", "none"]),
         force=dict(type="bool", default=False),
     )
-    argument_spec.update(LOCK_ARGUMENT_SPEC)
-    module = AnsibleModule(
-        argument_spec=argument_spec,
-        required_together=LOCK_REQUIRED_TOGETHER,
-        supports_check_mode=True,
-    )
+    module = sltv_module(argument_spec)
     params = module.params
-    problem = check_lock_params(params)
-    if problem:
-        module.fail_json(msg=problem)
 
     runner = LvmRunner()
     # Every error names the disk and the host, for ad-hoc runs and AWX logs alike.

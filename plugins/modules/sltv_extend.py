@@ -129,13 +129,11 @@ lock_wait:
   sample: 0.002
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.sltv.core.plugins.module_utils.extend import ExtendSpec, ensure_extended
 from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import Hypervisor
 from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
 from ansible_collections.sltv.core.plugins.module_utils.module_args import (
-    LOCK_ARGUMENT_SPEC, LOCK_REQUIRED_TOGETHER, check_lock_params, host_name, lock_factory, run_or_fail,
+    host_name, lock_factory, run_or_fail, sltv_module,
 )
 
 
@@ -148,14 +146,9 @@ def main():
         physical=dict(type="str"),
         uri=dict(type="str", default="qemu:///system"),
     )
-    argument_spec.update(LOCK_ARGUMENT_SPEC)
-    module = AnsibleModule(argument_spec=argument_spec, required_together=LOCK_REQUIRED_TOGETHER,
-                           mutually_exclusive=[["size", "delta"]],
-                           required_one_of=[["size", "delta", "physical"]], supports_check_mode=True)
+    module = sltv_module(argument_spec, mutually_exclusive=[["size", "delta"]],
+                         required_one_of=[["size", "delta", "physical"]])
     params = module.params
-    problem = check_lock_params(params)
-    if problem:
-        module.fail_json(msg=problem)
 
     host = host_name()
     runner = LvmRunner()

@@ -136,14 +136,12 @@ extends:
   sample: [{host: hv1, vg: vg_san, disk: web01-data, size: 3221225472, seconds: 0.41}]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 from ansible_collections.sltv.core.plugins.module_utils.info import gather
 from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import Hypervisor
 from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
 from ansible_collections.sltv.core.plugins.module_utils.module_args import (
-    LOCK_ARGUMENT_SPEC, LOCK_REQUIRED_TOGETHER, host_name, lock_settings, run_or_fail,
+    host_name, lock_settings, run_or_fail, sltv_module,
 )
 
 
@@ -166,9 +164,7 @@ def main():
         domain=dict(type="str"),
         uri=dict(type="str", default="qemu:///system"),
     )
-    argument_spec.update(LOCK_ARGUMENT_SPEC)
-    module = AnsibleModule(argument_spec=argument_spec, required_together=LOCK_REQUIRED_TOGETHER,
-                           supports_check_mode=True)
+    module = sltv_module(argument_spec, check_lock=False)  # takes no lock
     params = module.params
     host = host_name()
     runner = LvmRunner()
