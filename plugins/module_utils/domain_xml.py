@@ -25,8 +25,9 @@ _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-f
 class DomainDisk(object):
     """One <disk> of a domain."""
 
-    def __init__(self, target, bus, source, driver_type, alias, shareable, attrs):
+    def __init__(self, target, bus, source, driver_type, alias, shareable, attrs, index=None):
         self.target = target
+        self.index = index  # <source index='N'> in live XML: block-threshold events name 'vdb[N]'
         self.bus = bus
         self.source = source
         self.driver_type = driver_type
@@ -69,6 +70,7 @@ def parse_disks(xml_text):
             alias=alias.get("name") if alias is not None else None,
             shareable=node.find("shareable") is not None,
             attrs=attrs,
+            index=source.get("index") if source is not None else None,
         ))
     return disks
 

@@ -99,6 +99,10 @@ class ExtendPolicy(object):
         # An LV is a whole number of extents: the largest size allowed is cap rounded down.
         return cap // self.extent_size * self.extent_size
 
+    def can_grow(self, physical, cap):
+        """True while the LV is below its cap by at least one extent."""
+        return physical < self._limit(cap)
+
     @staticmethod
     def _bytes(rate, seconds):
         # No rate, a negative one or NaN means "unknown": the chunk_min floor applies.

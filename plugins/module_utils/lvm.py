@@ -172,6 +172,11 @@ class LvmRunner(object):
             mode = "-aey" if exclusive else "-asy"
         self._run(["lvchange", mode, "%s/%s" % (vg, name)], write=False)
 
+    def refresh(self, vg, name):
+        """Reload an active LV's dm table from the metadata (another host extended it)."""
+        self.check_activation()
+        self._run(["lvchange", "--refresh", "%s/%s" % (vg, name)], write=False)
+
     def deactivate(self, vg, name):
         self.check_activation()
         self._run(["lvchange", "-an", "%s/%s" % (vg, name)], write=False)

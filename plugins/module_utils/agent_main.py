@@ -1,0 +1,159 @@
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``sltv-agent``: start-up checks, logging to the journal, signals, and the agent's main loop.
+
+Exit codes: 0 after SIGTERM/SIGINT, 2 for a bad configuration, 1 when something the agent needs
+is missing at start (libvirt, etcd, a VG, the metrics port). Every error says what to fix.
+The launcher (role sltv.core.sltv_agent) calls ``sys.exit(main())``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+
+from ansible_collections.sltv.core.plugins.module_utils.agent_config import parse_agent_config
+from ansible_collections.sltv.core.plugins.module_utils.agent_metrics import Metrics, serve
+from ansible_collections.sltv.core.plugins.module_utils.agent_storage import LvmStorage
+from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError, ValidationError
+from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
+from ansible_collections.sltv.core.plugins.module_utils.sd_notify import Notifier
+from ansible_collections.sltv.core.plugins.module_utils.thin_agent import Agent
+
+VERSION = "1.0.0"
+DEFAULT_CONFIG = "/etc/sltv/agent.yml"
+ETCD_START_TIMEOUT = 10.0
+# sd-daemon(3) priority prefixes: journald files each line at its level.
+PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class JournalFormatter(logging.Formatter):
+    def format(self, record):
+        return "<%d>%s" % (PRIORITIES.get(record.levelno, 6), super(JournalFormatter, self).format(record))
+
+
+def setup_logging(level, stream=None):
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JournalFormatter("%(message)s"))
+    log = logging.getLogger("sltv-agent")
+    log.handlers[:] = [handler]
+    log.setLevel(getattr(logging, level.upper()))
+    log.propagate = False
+    return log
+
+
+def load_config(path):
+    """AgentConfig from the file; ValidationError names the file and the key."""
+    try:
+        import yaml  # pylint: disable=import-outside-toplevel  # python3-yaml, a dependency of the agent only
+    except ImportError:
+        raise ValidationError("PyYAML is not installed (Debian: python3-yaml): it reads %s" % path)
+    try:
+        with open(path) as handle:
+            data = yaml.safe_load(handle)
+    except (IOError, OSError) as exc:
+        raise ValidationError("cannot read the agent configuration %s: %s" % (path, exc))
+    except yaml.YAMLError as exc:
+        raise ValidationError("%s is not valid YAML: %s" % (path, exc))
+    try:
+        config = parse_agent_config(data)
+    except ValidationError as exc:
+        raise ValidationError("%s: %s" % (path, exc))
+    if config.lock["lock_backend"] == "etcd":
+        try:
+            from ansible_collections.sltv.core.plugins.module_utils.etcd_client import (  # pylint: disable=import-outside-toplevel
+                validate_connection_settings,
+            )
+
+            validate_connection_settings(config.lock)
+        except ImportError:
+            raise ValidationError("%s: lock_backend etcd needs the etcd3gw Python package (Debian: python3-etcd3gw)"
+                                  % path)
+        except SltvError as exc:
+            raise ValidationError("%s: lock: %s" % (path, exc))
+    return config
+
+
+def _etcd_connect(settings):
+    from ansible_collections.sltv.core.plugins.module_utils.etcd_client import connect  # pylint: disable=import-outside-toplevel
+
+    return connect(settings, deadline=time.monotonic() + ETCD_START_TIMEOUT)
+
+
+def check_etcd(config):
+    """Fail at start when no etcd endpoint answers: the agent could never take a VG lock."""
+    if config.lock["lock_backend"] != "etcd":
+        return
+    try:
+        client = _etcd_connect(config.lock)
+    except SltvError as exc:
+        raise SltvError("etcd is not reachable (%s): %s; start etcd or fix lock.etcd_endpoints"
+                        % (", ".join(config.lock["etcd_endpoints"]), exc))
+    client.close()
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="sltv-agent", description="Grows sltv thin disks before their guests fill them.")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML configuration (default %(default)s)")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv=None, environ=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_config(args.config)
+    except ValidationError as exc:
+        sys.stderr.write("sltv-agent: bad configuration: %s\n" % exc)
+        return 2
+    if args.check_config:
+        sys.stdout.write("config OK: %s\n" % args.config)
+        return 0
+    log = setup_logging(config.log_level)
+    host = socket.gethostname()
+    notifier = Notifier(environ)
+    metrics = Metrics()
+    try:
+        check_etcd(config)
+        storage = LvmStorage(config, LvmRunner(), host=host, etcd_connect=_etcd_connect, log=log)
+        storage.thin_disks()  # the VGs exist and lvm answers
+        agent = Agent(config, storage, host=host, metrics=metrics, notifier=notifier, log=log)
+        agent.start()
+    except SltvError as exc:
+        log.critical("cannot start on host %s: %s", host, exc)
+        return 1
+    try:
+        server = serve(metrics, config.metrics_address, config.metrics_port)
+    except (IOError, OSError) as exc:
+        log.critical("cannot serve metrics on %s:%d: %s (another process on the port? set metrics_port)",
+                     config.metrics_address, config.metrics_port, exc)
+        agent.close()
+        return 1
+    metrics.up.set(1)
+    metrics.info.set(1, host=host, version=VERSION)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("sltv-agent %s on %s: VGs %s, libvirt %s, lock %s, metrics http://%s:%d/metrics", VERSION, host,
+             ", ".join(config.vgs), config.libvirt_uri, config.lock["lock_backend"], config.metrics_address,
+             config.metrics_port)
+    try:
+        agent.run(stop)
+    finally:
+        notifier.stopping()
+        log.info("stopping")
+        server.shutdown()
+        agent.close()
+    return 0

@@ -1,0 +1,212 @@
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The thin-extend agent's Prometheus metrics: a small registry and the text exposition format.
+
+No client library: hypervisors get the agent from the collection alone. Counters, gauges and
+histograms with labels, thread-safe, served by a stdlib HTTP server on 127.0.0.1 by default.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import threading
+
+try:
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from socketserver import ThreadingMixIn
+except ImportError:  # Python 2 (ansible-test imports every module_utils with it); the agent needs Python 3
+    BaseHTTPRequestHandler = HTTPServer = ThreadingMixIn = object
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _escape(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names, values, extra=()):
+    pairs = list(zip(names, values)) + list(extra)
+    if not pairs:
+        return ""
+    return "{%s}" % ",".join('%s="%s"' % (name, _escape(value)) for name, value in pairs)
+
+
+def _number(value):
+    if value == float("inf"):
+        return "+Inf"
+    if float(value).is_integer():
+        return "%d" % value
+    return repr(float(value))
+
+
+class _Family(object):
+    kind = None
+
+    def __init__(self, name, help_text, labels, lock):
+        self.name = name
+        self.help = help_text
+        self.label_names = tuple(labels)
+        self._lock = lock
+        self._values = {}
+
+    def _key(self, labels):
+        if set(labels) != set(self.label_names):
+            raise ValueError("metric %s takes labels %s, got %s" % (self.name, self.label_names, sorted(labels)))
+        return tuple(str(labels[name]) for name in self.label_names)
+
+    def header(self):
+        return ["# HELP %s %s" % (self.name, self.help), "# TYPE %s %s" % (self.name, self.kind)]
+
+
+class Counter(_Family):
+    kind = "counter"
+
+    def inc(self, amount=1, **labels):
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = self._values.get(key, 0) + amount
+
+    def value(self, **labels):
+        with self._lock:
+            return self._values.get(self._key(labels), 0)
+
+    def lines(self):
+        return ["%s%s %s" % (self.name, _labels(self.label_names, key), _number(value))
+                for key, value in sorted(self._values.items())]
+
+
+class Gauge(Counter):
+    kind = "gauge"
+
+    def set(self, value, **labels):
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = value
+
+    def remove(self, **labels):
+        with self._lock:
+            self._values.pop(self._key(labels), None)
+
+    def keep_only(self, keys):
+        """Drop every series whose label values are not in ``keys`` (disks no longer watched)."""
+        keep = set(tuple(str(v) for v in key) for key in keys)
+        with self._lock:
+            for key in list(self._values):
+                if key not in keep:
+                    del self._values[key]
+
+
+class Histogram(_Family):
+    kind = "histogram"
+
+    def __init__(self, name, help_text, labels, lock, buckets=LATENCY_BUCKETS):
+        super(Histogram, self).__init__(name, help_text, labels, lock)
+        self.buckets = tuple(buckets)
+
+    def observe(self, value, **labels):
+        key = self._key(labels)
+        with self._lock:
+            counts, total = self._values.get(key, ([0] * len(self.buckets), [0, 0.0]))
+            for index, bound in enumerate(self.buckets):
+                if value <= bound:
+                    counts[index] += 1
+            total[0] += 1
+            total[1] += value
+            self._values[key] = (counts, total)
+
+    def count(self, **labels):
+        with self._lock:
+            entry = self._values.get(self._key(labels))
+            return entry[1][0] if entry else 0
+
+    def lines(self):
+        out = []
+        for key, (counts, total) in sorted(self._values.items()):
+            for bound, count in zip(self.buckets, counts):
+                out.append("%s_bucket%s %d" % (self.name, _labels(self.label_names, key, [("le", _number(bound))]), count))
+            out.append("%s_bucket%s %d" % (self.name, _labels(self.label_names, key, [("le", "+Inf")]), total[0]))
+            out.append("%s_sum%s %s" % (self.name, _labels(self.label_names, key), repr(float(total[1]))))
+            out.append("%s_count%s %d" % (self.name, _labels(self.label_names, key), total[0]))
+        return out
+
+
+class Metrics(object):
+    """Every metric of the agent, by attribute (names in /tmp/plan's interface and the dashboard)."""
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._families = []
+        disk = ("vg", "disk", "domain")
+        self.up = self._add(Gauge, "sltv_agent_up", "1 while the agent runs")
+        self.info = self._add(Gauge, "sltv_agent_info", "The agent's host and version", ("host", "version"))
+        self.libvirt_connected = self._add(Gauge, "sltv_agent_libvirt_connected", "1 while connected to libvirt")
+        self.etcd_up = self._add(Gauge, "sltv_agent_etcd_up", "1 when the last etcd request worked (1 with the local lock)")
+        self.disks_watched = self._add(Gauge, "sltv_agent_disks_watched", "Thin disks of running local domains")
+        self.physical = self._add(Gauge, "sltv_agent_disk_physical_bytes", "LV size of a thin disk", disk)
+        self.allocation = self._add(Gauge, "sltv_agent_disk_allocation_bytes", "Highest offset written in the LV", disk)
+        self.cap = self._add(Gauge, "sltv_agent_disk_cap_bytes", "Largest LV size the disk may reach", disk)
+        self.headroom = self._add(Gauge, "sltv_agent_disk_headroom_bytes", "LV size minus allocation", disk)
+        self.write_rate = self._add(Gauge, "sltv_agent_disk_write_rate_bytes", "Smoothed write rate, bytes/s", disk)
+        self.extend_duration = self._add(Histogram, "sltv_agent_extend_duration_seconds",
+                                         "Extend latency by phase (detect, lock, lvextend, verify, rearm, total)",
+                                         ("phase",))
+        self.lock_wait = self._add(Histogram, "sltv_agent_lock_wait_seconds", "Time waiting for the VG lock")
+        self.extends = self._add(Counter, "sltv_agent_extends_total", "LV extends done", ("vg", "trigger"))
+        self.extend_failures = self._add(Counter, "sltv_agent_extend_failures_total", "Extends that failed",
+                                         ("vg", "reason"))
+        self.events = self._add(Counter, "sltv_agent_events_total", "libvirt events received", ("type",))
+        self.pauses = self._add(Counter, "sltv_agent_pauses_seen_total", "Domains seen paused on an I/O error",
+                                ("reason",))
+        self.resumes = self._add(Counter, "sltv_agent_resumes_total", "Domains resumed after an ENOSPC pause")
+        self.errors = self._add(Counter, "sltv_agent_errors_total", "Errors by kind", ("kind",))
+        self.refreshes = self._add(Counter, "sltv_agent_refreshes_total",
+                                   "lvchange --refresh after another host extended an LV active here")
+        self.sweeps = self._add(Counter, "sltv_agent_sweeps_total", "Reconciliation sweeps")
+        self.sweep_duration = self._add(Histogram, "sltv_agent_sweep_duration_seconds", "Duration of a sweep")
+        self.reconnects = self._add(Counter, "sltv_agent_libvirt_reconnects_total", "Reconnections to libvirt")
+
+    def _add(self, cls, name, help_text, labels=()):
+        family = cls(name, help_text, labels, self._lock)
+        self._families.append(family)
+        return family
+
+    def render(self):
+        with self._lock:
+            lines = []
+            for family in self._families:
+                lines.extend(family.header())
+                lines.extend(family.lines())
+        return "\n".join(lines) + "\n"
+
+
+class _ThreadingServer(ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def serve(metrics, address, port):
+    """Serve ``/metrics`` in a daemon thread; return the server (``shutdown()`` stops it)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the name http.server calls)
+            if self.path.split("?")[0] not in ("/metrics", "/"):
+                self.send_error(404, "only /metrics is served")
+                return
+            body = metrics.render().encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass  # scrapes every few seconds would flood the journal
+
+    server = _ThreadingServer((address, port), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="sltv-metrics")
+    thread.daemon = True
+    thread.start()
+    return server

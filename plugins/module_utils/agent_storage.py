@@ -1,0 +1,301 @@
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the thin-extend agent grows, and how: thin disks in lvm2, extended under the VG lock.
+
+``Storage`` is the interface the agent drives; ``LvmStorage`` is the real one. It also tells other
+hosts about each extend through etcd (``cluster_state``) and refreshes the LVs that another host
+extended while they are active here (the migration window), so the dm device sees the new size.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import socket
+import time
+
+from ansible_collections.sltv.core.plugins.module_utils import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import make_vg_lock
+from ansible_collections.sltv.core.plugins.module_utils.cluster_state import (
+    EXTEND_RECORD_TTL,
+    agent_key,
+    extend_key,
+)
+from ansible_collections.sltv.core.plugins.module_utils.domain_xml import lv_device_paths
+from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, LockError, SltvError
+from ansible_collections.sltv.core.plugins.module_utils.sizes import human, thin_cap
+
+AGENT_LEASE_TTL = 30  # seconds; the agents/<host> key lives this long after the agent stops refreshing it
+
+
+class ExtendFailed(SltvError):
+    """An extend that did not happen; ``reason`` is lock, lvm, vg_full, cap or other."""
+
+    def __init__(self, message, reason="other"):
+        super(ExtendFailed, self).__init__(message)
+        self.reason = reason
+
+
+class ThinDisk(object):
+    """A thin disk the agent may grow: its LV size, its cap and the paths a domain may use for it."""
+
+    def __init__(self, vg, name, size, cap, extent_size, paths=None, active=False):
+        self.vg = vg
+        self.name = name
+        self.size = size
+        self.cap = cap
+        self.extent_size = extent_size
+        self.paths = tuple(paths or lv_device_paths(vg, name))
+        self.active = active
+
+    @property
+    def key(self):
+        return "%s/%s" % (self.vg, self.name)
+
+
+class Storage(object):
+    """Interface of the agent's storage. Sizes are bytes."""
+
+    def thin_disks(self):
+        """Every thin disk this host may grow (a fresh read)."""
+        raise NotImplementedError
+
+    def extend(self, disk, size, timings):
+        """Grow ``disk`` to ``size`` (extent-aligned, at most its cap) and return the size read back.
+        Fills ``timings`` with the seconds spent in 'lock', 'lvextend' and 'verify'."""
+        raise NotImplementedError
+
+    def published(self, disk, size, seconds):
+        """Called after an extend and the re-arm: tell other hosts (nothing by default)."""
+
+    def after_sweep(self, disks):
+        """Called after each sweep with the current thin disks: refresh what others grew."""
+
+    @property
+    def cluster_up(self):
+        """False while the cluster store (etcd) does not answer."""
+        return True
+
+    def close(self):
+        """Release what the storage holds (etcd lease, connections)."""
+
+
+def _device_size(path):
+    """Size of a block device as the kernel sees it now (after lvextend or lvchange --refresh)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+class LvmStorage(Storage):
+    """Thin disks of the configured VGs; extends with lvextend under the VG lock (etcd or local)."""
+
+    def __init__(self, config, runner, host=None, etcd_connect=None, log=None, clock=time.time):
+        self.config = config
+        self.runner = runner
+        self.host = host or socket.gethostname()
+        self.holder = "%s:sltv-agent:%d" % (self.host, os.getpid())
+        self.log = log
+        self.clock = clock
+        self._etcd_connect = etcd_connect
+        self._etcd = None
+        self._lease = None
+        self._cluster_up = True
+        self._seen_extends = {}  # etcd key -> mod_revision already handled
+        self.started = clock()
+
+    # -- reading -----------------------------------------------------------------------------------
+    def thin_disks(self):
+        vgs = self.runner.read_vgs(self.config.vgs)
+        missing = sorted(set(self.config.vgs) - set(vg.name for vg in vgs))
+        if missing:
+            raise SltvError("volume group %s not found on host %s (check vgs in the agent config and that "
+                            "the PVs are visible here: pvs)" % (", ".join(missing), self.host))
+        disks = []
+        for vg in vgs:
+            for lv in vg.lvs.values():
+                managed, facts = T.parse_tags(lv.tags)
+                if not managed or facts.get(T.KIND, [None])[0] != "thin":
+                    continue
+                if facts.get(T.INIT) or facts.get(T.STATE):
+                    continue  # header not written yet, or being deleted: not a disk to grow
+                vsize = facts.get(T.VSIZE, [""])[0]
+                virtual = int(vsize) if vsize.isdigit() else lv.size
+                paths = set(lv_device_paths(vg.name, lv.name))
+                if lv.path:
+                    paths.add(lv.path)
+                disks.append(ThinDisk(vg.name, lv.name, lv.size, thin_cap(virtual, vg.extent_size),
+                                      vg.extent_size, sorted(paths), lv.active))
+        return disks
+
+    # -- extending ---------------------------------------------------------------------------------
+    def extend(self, disk, size, timings):
+        if size > disk.cap:
+            raise ExtendFailed("%s: %s is above the cap %s" % (disk.key, human(size), human(disk.cap)), "cap")
+        lock = make_vg_lock(self.config.lock, disk.vg, self.holder)
+        started = time.monotonic()
+        try:
+            lock.acquire()
+        except LockError as exc:
+            self._cluster_up = self.config.lock["lock_backend"] != "etcd"
+            raise ExtendFailed("%s: cannot take the lock of VG %s: %s" % (disk.key, disk.vg, exc), "lock")
+        self._cluster_up = True
+        timings["lock"] = time.monotonic() - started
+        try:
+            self.runner.fence = lock.ensure_held
+            started = time.monotonic()
+            try:
+                self.runner.extend_lv(disk.vg, disk.name, size)
+            except LockError as exc:
+                raise ExtendFailed("%s: lost the lock of VG %s before lvextend: %s" % (disk.key, disk.vg, exc), "lock")
+            except CommandError as exc:
+                self._classify_failure(disk, size, exc)  # returns when another host grew it already
+            timings["lvextend"] = time.monotonic() - started
+        finally:
+            self.runner.fence = None
+            lock.release()
+        started = time.monotonic()
+        new_size = self._verify(disk, size)
+        timings["verify"] = time.monotonic() - started
+        return new_size
+
+    def _classify_failure(self, disk, size, exc):
+        try:
+            vg = self.runner.read_vg(disk.vg)
+        except SltvError:
+            raise ExtendFailed("%s: lvextend failed: %s" % (disk.key, exc), "lvm")
+        lv = vg.lvs.get(disk.name)
+        if lv is not None and lv.size >= size:
+            return  # another agent (the other end of a migration) grew it first: nothing lost
+        if lv is not None and size - lv.size > vg.free:
+            raise ExtendFailed("%s: VG %s is full (%s free, %s needed): add a PV (vgextend) or free space; "
+                               "domains that hit the end of this disk stay paused until then"
+                               % (disk.key, disk.vg, human(vg.free), human(size - lv.size)), "vg_full")
+        raise ExtendFailed("%s: lvextend failed: %s" % (disk.key, exc), "lvm")
+
+    def _verify(self, disk, size):
+        """The size the kernel now gives the LV's device (active here), else lvm's report."""
+        if disk.active:
+            for path in disk.paths:
+                try:
+                    seen = _device_size(path)
+                except OSError:
+                    continue
+                if seen < size:
+                    raise ExtendFailed("%s: lvextend ran but the device %s is %s, not %s"
+                                       % (disk.key, path, human(seen), human(size)), "lvm")
+                return seen
+        lv = self.runner.read_vg(disk.vg).lvs.get(disk.name)
+        if lv is None or lv.size < size:
+            raise ExtendFailed("%s: lvextend ran but lvm reports %s" % (disk.key, human(lv.size) if lv else "no LV"),
+                               "lvm")
+        return lv.size
+
+    # -- the cluster (etcd) ------------------------------------------------------------------------
+    @property
+    def cluster_up(self):
+        return self._cluster_up
+
+    def _client(self):
+        if self.config.lock["lock_backend"] != "etcd" or self._etcd_connect is None:
+            return None
+        if self._etcd is None:
+            self._etcd = self._etcd_connect(self.config.lock)
+        return self._etcd
+
+    def _cluster(self, what, work):
+        """Run ``work(client)``; an etcd failure is logged and remembered, never raised."""
+        try:
+            client = self._client()
+            if client is None:
+                return None
+            result = work(client)
+            self._cluster_up = True
+            return result
+        except Exception as exc:  # pylint: disable=broad-except  # etcd down must not stop the agent
+            self._cluster_up = False
+            self._etcd = None
+            self._lease = None
+            if self.log:
+                self.log.warning("etcd: %s failed: %s (will retry)", what, exc)
+            return None
+
+    def _put(self, client, key, value, lease):
+        from ansible_collections.sltv.core.plugins.module_utils.etcd_client import request_put, txn_body
+
+        client.txn(txn_body([], [request_put(key, json.dumps(value, sort_keys=True), lease)]))
+
+    def register(self, disks_watched=0):
+        """Keep ``<prefix>/agents/<host>`` alive on the agent's lease (sltv_info lists it)."""
+
+        def work(client):
+            if self._lease is None or client.refresh_lease(self._lease) <= 0:
+                self._lease = client.grant_lease(AGENT_LEASE_TTL)[0]
+            value = dict(host=self.host, pid=os.getpid(), started=int(self.started), disks=disks_watched,
+                         vgs=list(self.config.vgs))
+            self._put(client, agent_key(self.config.lock["lock_prefix"], self.host), value, self._lease)
+
+        self._cluster("agent registration", work)
+
+    def published(self, disk, size, seconds):
+        def work(client):
+            lease = client.grant_lease(EXTEND_RECORD_TTL)[0]
+            value = dict(host=self.host, vg=disk.vg, disk=disk.name, size=size, time=round(self.clock(), 3),
+                         seconds=round(seconds, 3))
+            self._put(client, extend_key(self.config.lock["lock_prefix"], disk.vg, disk.name), value, lease)
+
+        self._cluster("publishing the extend of %s" % disk.key, work)
+
+    def after_sweep(self, disks):
+        """Refresh LVs active here whose dm device is smaller than the LV: another host grew them.
+
+        etcd's extend records say which to look at at once; a size check of every active thin disk
+        is the backstop (a record can be missed while etcd is down)."""
+        records = self._cluster("reading extends", self._remote_extends) or []
+        wanted = dict((r, None) for r in records)
+        by_key = dict((d.key, d) for d in disks)
+        for disk in disks:
+            if disk.active:
+                wanted.setdefault(disk.key, None)
+        refreshed = []
+        for key in wanted:
+            disk = by_key.get(key)
+            if disk is None or not disk.active:
+                continue
+            try:
+                seen = _device_size(disk.paths[0]) if os.path.exists(disk.paths[0]) else None
+            except OSError:
+                seen = None
+            if seen is not None and seen < disk.size:
+                self.runner.refresh(disk.vg, disk.name)
+                refreshed.append(disk.key)
+        return refreshed
+
+    def _remote_extends(self, client):
+        from ansible_collections.sltv.core.plugins.module_utils.cluster_state import recent_extends
+
+        keys = []
+        for record in recent_extends(client, self.config.lock["lock_prefix"]):
+            if record.get("host") == self.host:
+                continue
+            marker = (record.get("size"), record.get("time"))
+            if self._seen_extends.get(record["key"]) == marker:
+                continue
+            self._seen_extends[record["key"]] = marker
+            keys.append("%s/%s" % (record.get("vg"), record.get("disk")))
+        return keys
+
+    def close(self):
+        if self._etcd is not None and self._lease is not None:
+            self._cluster("revoking the agent lease", lambda client: client.revoke_lease(self._lease))
+        if self._etcd is not None:
+            try:
+                self._etcd.close()
+            except Exception:  # pylint: disable=broad-except  # closing a dead connection
+                pass
+        self._etcd = None

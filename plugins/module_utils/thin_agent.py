@@ -1,0 +1,598 @@
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The thin-extend agent: grows thin disks before their guest fills them (DESIGN.md section 5).
+
+Two sources of work feed one worker (the caller's thread of ``run``):
+
+* libvirt events, from the libvirt event-loop thread: BLOCK_THRESHOLD (armed per thin disk on
+  ``vdX[index]``; one-shot; may come twice, as ``vdb`` and ``vdb[4]``), IO_ERROR_REASON (``enospc``)
+  and LIFECYCLE (a domain started, resumed or paused). Callbacks only queue; the worker decides.
+* a sweep every ``sweep_interval`` seconds: ONE ``getAllDomainStats`` call for all running domains,
+  which catches missed events, libvirtd restarts, new attachments and incoming migrations.
+
+One worker means one extend at a time per host (lvm commands are serialised on a host anyway) and
+no race between two triggers for a disk: each decision reads fresh statistics first, so a duplicate
+event finds the disk already grown and only re-arms. A domain paused for ENOSPC on a thin disk is
+resumed once every such disk has room; a domain paused for any other reason is never resumed.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import collections
+import logging
+import threading
+import time
+
+try:
+    import queue
+except ImportError:  # Python 2 (ansible-test imports every module_utils with it)
+    import Queue as queue  # noqa: N813
+
+from ansible_collections.sltv.core.plugins.module_utils.agent_metrics import Metrics
+from ansible_collections.sltv.core.plugins.module_utils.agent_storage import ExtendFailed
+from ansible_collections.sltv.core.plugins.module_utils.domain_xml import parse_disks
+from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
+from ansible_collections.sltv.core.plugins.module_utils.extend_policy import WriteRateEstimator
+from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import LibvirtError, import_libvirt
+from ansible_collections.sltv.core.plugins.module_utils.sd_notify import Notifier
+from ansible_collections.sltv.core.plugins.module_utils.sizes import human
+
+CATALOG_MAX_AGE = 30.0  # seconds between lvm reads of the thin disks when nothing new shows up
+MAX_BACKOFF = 30.0      # seconds between retries of a failed extend
+RECONNECT_BACKOFF = (0.5, 10.0)
+HISTORY = 2000          # extends kept in memory for tests and benchmarks
+
+# libvirt constants, by value, so that the logic can be tested without libvirt installed.
+EVENT_LIFECYCLE, EVENT_IO_ERROR_REASON, EVENT_BLOCK_THRESHOLD = 0, 6, 24
+LIFECYCLE_STARTED, LIFECYCLE_SUSPENDED, LIFECYCLE_RESUMED = 2, 3, 4
+STATS_STATE, STATS_BLOCK = 0x1, 0x20
+STATS_ACTIVE, STATS_BACKING = 0x10, 0x40000000
+STATE_PAUSED, PAUSED_IOERROR = 3, 5
+DISK_ERROR_NO_SPACE = 2
+
+Event = collections.namedtuple("Event", "kind uuid dev path detail at")
+
+
+def block_entries(record):
+    """The top image of every disk in one getAllDomainStats record: name, path, sizes, threshold."""
+    entries = []
+    names = set()
+    for num in range(int(record.get("block.count", 0))):
+        prefix = "block.%d." % num
+        name = record.get(prefix + "name")
+        if name is None or name in names:
+            continue  # with BACKING, later entries of a name are the backing chain
+        names.add(name)
+        entries.append(dict(
+            name=name,
+            path=record.get(prefix + "path"),
+            allocation=int(record.get(prefix + "allocation", 0)),
+            physical=int(record.get(prefix + "physical", 0)),
+            threshold=record.get(prefix + "threshold"),
+            index=record.get(prefix + "backingIndex"),
+        ))
+    return entries
+
+
+def target_of(dev):
+    """'vdb[4]' -> 'vdb'."""
+    return (dev or "").split("[", 1)[0]
+
+
+class Watch(object):
+    """What the agent knows of one thin disk in one running domain."""
+
+    def __init__(self, uuid, domain, target, disk_key):
+        self.uuid = uuid
+        self.domain = domain
+        self.target = target
+        self.disk_key = disk_key
+        self.index = None
+        self.allocation = 0
+        self.threshold = None       # as libvirt reported it (None: not armed)
+        self.armed = None           # the threshold this agent armed last
+        self.armed_size = None      # the LV size it was computed for
+        self.estimator = WriteRateEstimator()
+        self.retry_at = None
+        self.backoff = 0.0
+        self.cap_reported = False
+
+    @property
+    def dev(self):
+        return "%s[%s]" % (self.target, self.index) if self.index is not None else self.target
+
+    @property
+    def rate(self):
+        return self.estimator.rate
+
+
+class Agent(object):
+    """``start()`` connects, ``run(stop_event)`` works until the event is set, ``close()`` cleans up."""
+
+    def __init__(self, config, storage, host=None, metrics=None, notifier=None, log=None, libvirt_module=None,
+                 clock=time.monotonic, own_event_loop=True):
+        self.config = config
+        self.storage = storage
+        self.host = host
+        self.metrics = metrics or Metrics()
+        self.notifier = notifier or Notifier(environ={})
+        self.log = log or logging.getLogger("sltv-agent")
+        self.libvirt = libvirt_module or import_libvirt()
+        self.clock = clock
+        self.events = queue.Queue()
+        self.conn = None
+        self.watches = {}           # (uuid, target) -> Watch
+        self.disks = {}             # disk key -> ThinDisk
+        self.paths = {}             # device path -> disk key
+        self.catalog_at = None
+        self.unknown_paths = set()
+        self.indexes = {}           # uuid -> {target: source index}, from the live XML
+        self.enospc = {}            # uuid -> set of targets an enospc event named
+        self.paused = {}            # uuid -> reason, while a domain is paused for an I/O error
+        self.history = collections.deque(maxlen=HISTORY)
+        self.libvirt_calls = 0
+        self.sweep_calls = []       # libvirt calls of each sweep (benchmark)
+        self.policies = {}
+        self._closed = threading.Event()
+        # A process has one libvirt event loop: a caller that runs its own passes own_event_loop=False.
+        self._loop = None if own_event_loop else False
+        self._reconnect_delay = RECONNECT_BACKOFF[0]
+        self._next_connect = 0.0
+        self.ready = False
+
+    # -- libvirt connection ------------------------------------------------------------------------
+    def _call(self, func, *args):
+        self.libvirt_calls += 1
+        return func(*args)
+
+    def start(self):
+        """Start the event loop and connect; raises LibvirtError when libvirt cannot be reached."""
+        if self._loop is None:
+            self.libvirt.virEventRegisterDefaultImpl()
+            self._loop = threading.Thread(target=self._run_event_loop, name="libvirt-events")
+            self._loop.daemon = True
+            self._loop.start()
+        self.connect()
+
+    def _run_event_loop(self):
+        while True:
+            self.libvirt.virEventRunDefaultImpl()
+
+    def connect(self):
+        try:
+            conn = self.libvirt.open(self.config.libvirt_uri)
+        except self.libvirt.libvirtError as exc:
+            raise LibvirtError("cannot connect to libvirt at %s: %s (is libvirtd running? systemctl status libvirtd)"
+                               % (self.config.libvirt_uri, exc))
+        try:
+            conn.setKeepAlive(5, 3)
+            self._closed.clear()
+            conn.registerCloseCallback(self._on_close, None)
+            conn.domainEventRegisterAny(None, EVENT_BLOCK_THRESHOLD, self._on_threshold, None)
+            conn.domainEventRegisterAny(None, EVENT_IO_ERROR_REASON, self._on_io_error, None)
+            conn.domainEventRegisterAny(None, EVENT_LIFECYCLE, self._on_lifecycle, None)
+        except self.libvirt.libvirtError as exc:
+            try:
+                conn.close()
+            except self.libvirt.libvirtError:
+                pass
+            raise LibvirtError("cannot register for libvirt events at %s: %s" % (self.config.libvirt_uri, exc))
+        self.conn = conn
+        self.indexes = {}
+        self.metrics.libvirt_connected.set(1)
+        self._reconnect_delay = RECONNECT_BACKOFF[0]
+
+    def _on_close(self, conn, reason, opaque):
+        self._closed.set()
+        self.events.put(Event("closed", None, None, None, reason, self.clock()))
+
+    def _on_threshold(self, conn, dom, dev, path, threshold, excess, opaque):
+        self.events.put(Event("threshold", dom.UUIDString(), dev, path, threshold, self.clock()))
+
+    def _on_io_error(self, conn, dom, path, dev, action, reason, opaque):
+        self.events.put(Event("io_error", dom.UUIDString(), dev, path, reason, self.clock()))
+
+    def _on_lifecycle(self, conn, dom, event, detail, opaque):
+        if event in (LIFECYCLE_STARTED, LIFECYCLE_SUSPENDED, LIFECYCLE_RESUMED):
+            self.events.put(Event("lifecycle", dom.UUIDString(), None, None, (event, detail), self.clock()))
+
+    def _disconnected(self, why):
+        if self.conn is not None:
+            self.log.warning("libvirt connection to %s lost (%s): reconnecting", self.config.libvirt_uri, why)
+            self.metrics.errors.inc(kind="libvirt")
+            try:
+                self.conn.close()
+            except Exception:  # pylint: disable=broad-except  # the connection is dead already
+                pass
+        self.conn = None
+        self.metrics.libvirt_connected.set(0)
+
+    def _ensure_connected(self):
+        if self.conn is not None and not self._closed.is_set():
+            return True
+        if self.conn is not None:
+            self._disconnected("libvirtd closed the connection")
+        now = self.clock()
+        if now < self._next_connect:
+            return False
+        try:
+            self.connect()
+        except LibvirtError as exc:
+            self._next_connect = now + self._reconnect_delay
+            self.log.warning("%s; next try in %.1fs", exc, self._reconnect_delay)
+            self._reconnect_delay = min(self._reconnect_delay * 2, RECONNECT_BACKOFF[1])
+            return False
+        self.metrics.reconnects.inc()
+        self.log.info("connected to libvirt at %s again: re-arming every thin disk", self.config.libvirt_uri)
+        return True
+
+    # -- thin disk catalog -------------------------------------------------------------------------
+    def _load_catalog(self):
+        disks = self.storage.thin_disks()
+        self.disks = dict((d.key, d) for d in disks)
+        self.paths = {}
+        for disk in disks:
+            for path in disk.paths:
+                self.paths[path] = disk.key
+        self.catalog_at = self.clock()
+        self.unknown_paths = set()
+
+    def _ours(self, path):
+        """True for a path under one of the agent's VGs (a disk the catalog may not know yet)."""
+        for vg in self.config.vgs:
+            if path.startswith("/dev/%s/" % vg) or path.startswith("/dev/mapper/%s-" % vg.replace("-", "--")):
+                return True
+        return False
+
+    def _refresh_catalog_if_needed(self, paths):
+        stale = self.catalog_at is None or self.clock() - self.catalog_at > CATALOG_MAX_AGE
+        new = [p for p in paths if p and p not in self.paths and p not in self.unknown_paths and self._ours(p)]
+        if stale or new:
+            self._load_catalog()
+            self.unknown_paths.update(p for p in new if p not in self.paths)
+
+    def _policy(self, disk):
+        if disk.extent_size not in self.policies:
+            self.policies[disk.extent_size] = self.config.policy(disk.extent_size)
+        return self.policies[disk.extent_size]
+
+    # -- the worker --------------------------------------------------------------------------------
+    def run(self, stop):
+        """Work until ``stop`` (a threading.Event) is set."""
+        next_sweep = self.clock()
+        watchdog = self.notifier.watchdog_interval
+        while not stop.is_set():
+            now = self.clock()
+            if not self._ensure_connected():
+                self._wait(stop, min(1.0, max(self._next_connect - now, 0.05)))
+                continue
+            if now >= next_sweep:
+                self.sweep()
+                next_sweep = self.clock() + self.config.sweep_interval
+                if not self.ready:
+                    self.ready = True
+                    self.notifier.ready("watching %d thin disks" % len(self.watches))
+                    self.log.info("ready: watching %d thin disks of running domains", len(self.watches))
+            self._retry_due()
+            wait = next_sweep - self.clock()
+            if watchdog:
+                wait = min(wait, watchdog)
+                self.notifier.watchdog()
+            batch = self._next_events(max(wait, 0.0), stop)
+            if batch:
+                self.handle(batch)
+
+    def _wait(self, stop, seconds):
+        if self.notifier.watchdog_interval:
+            self.notifier.watchdog()
+        stop.wait(seconds)
+
+    def _next_events(self, timeout, stop):
+        try:
+            first = self.events.get(timeout=max(timeout, 0.001))
+        except queue.Empty:
+            return []
+        batch = [first]
+        while True:
+            try:
+                batch.append(self.events.get_nowait())
+            except queue.Empty:
+                return batch
+
+    def handle(self, batch):
+        """Process queued events: one statistics read and one decision per domain."""
+        by_domain = collections.OrderedDict()
+        for event in batch:
+            if event.kind == "closed":
+                continue  # _ensure_connected sees it
+            self.metrics.events.inc(type={"threshold": "block_threshold", "io_error": "io_error"}.get(
+                event.kind, "lifecycle"))
+            if event.kind == "io_error" and event.detail == "enospc":
+                self.enospc.setdefault(event.uuid, set()).add(target_of(event.dev))
+            by_domain.setdefault(event.uuid, []).append(event)
+        for uuid, events in by_domain.items():
+            self._process_uuid(uuid, events)
+
+    def _process_uuid(self, uuid, events):
+        if self.conn is None:
+            return
+        try:
+            dom = self._call(self.conn.lookupByUUIDString, uuid)
+            records = self._call(self.conn.domainListGetStats, [dom], STATS_BLOCK | STATS_STATE, STATS_BACKING)
+        except self.libvirt.libvirtError as exc:
+            if self._closed.is_set() or not self._alive():
+                self._disconnected(exc)
+            return  # the domain is gone (stopped, migrated away): nothing to grow here
+        try:
+            self._refresh_catalog_if_needed([b["path"] for _dom, record in records for b in block_entries(record)])
+        except SltvError as exc:
+            self.metrics.errors.inc(kind="lvm")
+            self.log.error("cannot read the thin disks: %s", exc)
+        for record_dom, record in records:
+            self._process(record_dom, record, events)
+
+    def _alive(self):
+        try:
+            return self.conn is not None and self.conn.isAlive() == 1
+        except self.libvirt.libvirtError:
+            return False
+
+    def sweep(self):
+        """One getAllDomainStats call for every running domain; extend, arm, resume what needs it."""
+        started = self.clock()
+        calls = self.libvirt_calls
+        try:
+            records = self._call(self.conn.getAllDomainStats, STATS_BLOCK | STATS_STATE, STATS_ACTIVE | STATS_BACKING)
+        except self.libvirt.libvirtError as exc:
+            self._disconnected(exc)
+            return
+        paths = [b["path"] for _dom, record in records for b in block_entries(record)]
+        try:
+            self._refresh_catalog_if_needed(paths)
+        except SltvError as exc:
+            self.metrics.errors.inc(kind="lvm")
+            self.log.error("cannot read the thin disks: %s", exc)
+        seen = set()
+        for dom, record in records:
+            seen |= self._process(dom, record, [Event("sweep", None, None, None, None, started)])
+        for key in [k for k in self.watches if k not in seen]:
+            del self.watches[key]  # domain stopped or migrated away, or disk detached
+        self.paused = dict((u, r) for u, r in self.paused.items() if any(k[0] == u for k in seen))
+        self._publish_gauges()
+        try:
+            self.storage.after_sweep(list(self.disks.values()))
+        except SltvError as exc:
+            self.metrics.errors.inc(kind="lvm")
+            self.log.error("refreshing LVs another host extended failed: %s", exc)
+        register = getattr(self.storage, "register", None)
+        if register is not None:
+            register(len(self.watches))
+        self.metrics.etcd_up.set(1 if self.storage.cluster_up else 0)
+        self.metrics.sweeps.inc()
+        self.metrics.sweep_duration.observe(self.clock() - started)
+        self.sweep_calls.append(self.libvirt_calls - calls)
+        del self.sweep_calls[:-100]
+
+    def _retry_due(self):
+        now = self.clock()
+        due = sorted(set(w.uuid for w in self.watches.values() if w.retry_at is not None and w.retry_at <= now))
+        for uuid in due:
+            self._process_uuid(uuid, [Event("retry", uuid, None, None, None, now)])
+
+    # -- decisions for one domain ------------------------------------------------------------------
+    def _process(self, dom, record, events):
+        """Decide for every thin disk of one domain; return the watch keys seen."""
+        uuid = dom.UUIDString()
+        now = self.clock()
+        seen = set()
+        paused_for_io = record.get("state.state") == STATE_PAUSED and record.get("state.reason") == PAUSED_IOERROR
+        no_space = self._no_space_targets(dom, uuid, record) if paused_for_io else set()
+        grown = {}
+        for entry in block_entries(record):
+            key = self.paths.get(entry["path"])
+            disk = self.disks.get(key) if key else None
+            if disk is None:
+                continue
+            watch = self._watch(dom, uuid, entry, key)
+            seen.add((uuid, watch.target))
+            watch.allocation = entry["allocation"]
+            watch.threshold = entry["threshold"]
+            watch.estimator.update(now, entry["allocation"])
+            trigger, at = self._trigger(watch, events, now)
+            urgent = watch.target in no_space
+            if urgent:
+                trigger = "enospc"
+            if watch.retry_at is not None and now < watch.retry_at and not urgent and trigger != "retry":
+                continue
+            if self._wants_extend(watch, disk, events, urgent):
+                grown[watch.target] = self._extend(dom, watch, disk, trigger, at)
+            else:
+                self._arm(dom, watch, disk)
+        if paused_for_io:
+            self._maybe_resume(dom, uuid, no_space, grown)
+        elif uuid in self.paused:
+            del self.paused[uuid]
+        return seen
+
+    def _trigger(self, watch, events, now):
+        for event in events:
+            if event.kind == "threshold" and target_of(event.dev) == watch.target:
+                return "threshold", event.at
+            if event.kind == "io_error" and target_of(event.dev) == watch.target:
+                return "enospc", event.at
+        return ("retry" if any(e.kind == "retry" for e in events) else "sweep"), (events[0].at if events else now)
+
+    def _wants_extend(self, watch, disk, events, urgent):
+        policy = self._policy(disk)
+        if urgent or watch.allocation >= disk.size:
+            return policy.can_grow(disk.size, disk.cap)
+        for event in events:
+            # A threshold event is trusted when it fired for the threshold armed now. The duplicate
+            # (vdb and vdb[N]) or a late one finds a newer threshold armed: the policy decides.
+            if (event.kind == "threshold" and target_of(event.dev) == watch.target
+                    and watch.armed is not None and event.detail == watch.armed):
+                return policy.can_grow(disk.size, disk.cap)
+        return policy.needs_extend(disk.size, disk.cap, watch.allocation, watch.rate)
+
+    def _watch(self, dom, uuid, entry, key):
+        target = entry["name"]
+        watch = self.watches.get((uuid, target))
+        if watch is None or watch.disk_key != key:
+            watch = Watch(uuid, dom.name(), target, key)
+            self.watches[(uuid, target)] = watch
+        if entry["index"] is not None:
+            watch.index = entry["index"]
+        elif watch.index is None:
+            watch.index = self._source_index(dom, uuid, target)
+        return watch
+
+    def _source_index(self, dom, uuid, target):
+        if uuid not in self.indexes or target not in self.indexes[uuid]:
+            try:
+                xml = self._call(dom.XMLDesc, 0)
+            except self.libvirt.libvirtError:
+                return None
+            self.indexes[uuid] = dict((d.target, d.index) for d in parse_disks(xml) if d.target)
+        return self.indexes[uuid].get(target)
+
+    def _no_space_targets(self, dom, uuid, record):
+        """Targets paused for ENOSPC; records the pause the first time it is seen."""
+        try:
+            errors = self._call(dom.diskErrors)
+        except self.libvirt.libvirtError:
+            errors = {}
+        targets = set(t for t, code in errors.items() if code == DISK_ERROR_NO_SPACE)
+        targets |= self.enospc.get(uuid, set())
+        others = set(t for t, code in errors.items() if code != DISK_ERROR_NO_SPACE and code != 0)
+        reason = "enospc" if targets and not others else "other"
+        if uuid not in self.paused:
+            self.paused[uuid] = reason
+            self.metrics.pauses.inc(reason=reason)
+            self.log.warning("domain %s paused for an I/O error (%s): %s", dom.name(),
+                             ", ".join("%s=%s" % item for item in sorted(errors.items())) or "no disk error listed",
+                             "extending and resuming" if reason == "enospc" else "not ours to resume")
+        if others:
+            return set()  # paused for a reason the agent cannot fix: never resume it
+        return targets
+
+    def _maybe_resume(self, dom, uuid, no_space, grown):
+        if not no_space or self.paused.get(uuid) != "enospc":
+            return
+        for target in no_space:
+            watch = self.watches.get((uuid, target))
+            disk = self.disks.get(watch.disk_key) if watch else None
+            if disk is None:
+                self.log.warning("domain %s: ENOSPC on %s, which is not an sltv thin disk of VGs %s: not resumed",
+                                 dom.name(), target, ", ".join(self.config.vgs))
+                return
+            if grown.get(target) is False or disk.size <= watch.allocation:
+                return  # still no room: stays paused, retried with back-off
+        try:
+            self._call(dom.resume)
+        except self.libvirt.libvirtError as exc:
+            self.metrics.errors.inc(kind="libvirt")
+            self.log.error("domain %s: resume after the extend failed: %s", dom.name(), exc)
+            return
+        self.metrics.resumes.inc()
+        self.paused.pop(uuid, None)
+        self.enospc.pop(uuid, None)
+        self.log.info("domain %s resumed after ENOSPC on %s", dom.name(), ", ".join(sorted(no_space)))
+
+    # -- extend and arm ----------------------------------------------------------------------------
+    def _extend(self, dom, watch, disk, trigger, detected_at):
+        policy = self._policy(disk)
+        target = policy.next_size(max(disk.size, watch.allocation), disk.cap, watch.rate)
+        if target <= disk.size:
+            if not watch.cap_reported:
+                watch.cap_reported = True
+                self.metrics.extend_failures.inc(vg=disk.vg, reason="cap")
+                self.log.warning("%s in domain %s reached its cap %s: not extended further (grow its virtual "
+                                 "size with sltv.core.sltv_extend)", disk.key, watch.domain, human(disk.cap))
+            return False
+        started = self.clock()
+        timings = dict(detect=started - detected_at)
+        try:
+            new_size = self.storage.extend(disk, target, timings)
+        except ExtendFailed as exc:
+            watch.backoff = min(max(watch.backoff * 2, 0.5), MAX_BACKOFF)
+            watch.retry_at = self.clock() + watch.backoff
+            self.metrics.extend_failures.inc(vg=disk.vg, reason=exc.reason)
+            self.metrics.errors.inc(kind="lock" if exc.reason == "lock" else "lvm")
+            if "lock" in timings:
+                self.metrics.lock_wait.observe(timings["lock"])
+            self.log.error("extend of %s (domain %s, %s) failed: %s; retry in %.1fs", disk.key, watch.domain,
+                           trigger, exc, watch.backoff)
+            return False
+        old_size = disk.size
+        disk.size = new_size
+        watch.backoff = 0.0
+        watch.retry_at = None
+        watch.cap_reported = False
+        rearm_started = self.clock()
+        self._arm(dom, watch, disk, force=True)
+        timings["rearm"] = self.clock() - rearm_started
+        timings["total"] = self.clock() - detected_at
+        for phase, seconds in timings.items():
+            self.metrics.extend_duration.observe(seconds, phase=phase)
+        self.metrics.lock_wait.observe(timings.get("lock", 0.0))
+        self.metrics.extends.inc(vg=disk.vg, trigger=trigger)
+        record = dict(disk=disk.key, domain=watch.domain, trigger=trigger, old_size=old_size, new_size=new_size,
+                      allocation=watch.allocation, rate=watch.rate, **timings)
+        self.history.append(record)
+        self.log.info("extended %s domain=%s trigger=%s %s -> %s allocation=%s rate=%s/s %s", disk.key, watch.domain,
+                      trigger, human(old_size), human(new_size), human(watch.allocation), human(int(watch.rate)),
+                      " ".join("%s=%.3fs" % (k, timings[k]) for k in ("detect", "lock", "lvextend", "verify", "rearm",
+                                                                      "total") if k in timings))
+        self.storage.published(disk, new_size, timings["total"])
+        return True
+
+    def _arm(self, dom, watch, disk, force=False):
+        policy = self._policy(disk)
+        wanted = policy.threshold(disk.size, disk.cap, watch.rate)
+        if wanted is None:
+            return  # at the cap: nothing left to grow, no event wanted
+        current = watch.threshold
+        if not force and current is not None and watch.armed_size == disk.size:
+            # Re-arm only for a real change of the write rate: every call is a libvirt round trip.
+            if abs(int(current) - wanted) <= max(disk.extent_size, policy.headroom(disk.size, watch.rate) // 4):
+                return
+        try:
+            self._call(dom.setBlockThreshold, watch.dev, wanted)
+        except self.libvirt.libvirtError as exc:
+            self.metrics.errors.inc(kind="libvirt")
+            self.log.warning("domain %s: cannot arm the block threshold of %s (%s): the sweep will retry",
+                             watch.domain, watch.dev, exc)
+            return
+        watch.threshold = wanted
+        watch.armed = wanted
+        watch.armed_size = disk.size
+
+    def _publish_gauges(self):
+        keys = []
+        for watch in self.watches.values():
+            disk = self.disks.get(watch.disk_key)
+            if disk is None:
+                continue
+            labels = dict(vg=disk.vg, disk=disk.name, domain=watch.domain)
+            keys.append((disk.vg, disk.name, watch.domain))
+            self.metrics.physical.set(disk.size, **labels)
+            self.metrics.allocation.set(watch.allocation, **labels)
+            self.metrics.cap.set(disk.cap, **labels)
+            self.metrics.headroom.set(disk.size - watch.allocation, **labels)
+            self.metrics.write_rate.set(round(watch.rate), **labels)
+        for gauge in (self.metrics.physical, self.metrics.allocation, self.metrics.cap, self.metrics.headroom,
+                      self.metrics.write_rate):
+            gauge.keep_only(keys)
+        self.metrics.disks_watched.set(len(self.watches))
+
+    def close(self):
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # pylint: disable=broad-except  # closing at exit
+                pass
+            self.conn = None
+        self.storage.close()
