@@ -1,0 +1,152 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``sltv-agent`` as a program (the launcher's ``main()`` in a child process), against real lvm2 on a
+loop VG, a real etcd and a real libvirtd: start-up errors are clear and exit non-zero; a good start
+sends READY=1 on $NOTIFY_SOCKET, serves metrics, registers in etcd, keeps the watchdog fed and stops
+cleanly on SIGTERM with STOPPING=1.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+try:
+    from urllib.request import urlopen
+except ImportError:  # pragma: no cover
+    urlopen = None
+
+from etcdtest import free_port
+from lvmtest import COLLECTIONS_DIR, TEST_ENV
+
+pytestmark = pytest.mark.lvm
+
+LAUNCH = ("import sys\n"
+          "from ansible_collections.sltv.core.plugins.module_utils.agent_main import main\n"
+          "sys.exit(main())\n")
+
+
+def agent_argv(config_path, *extra):
+    return [sys.executable, "-c", LAUNCH, "--config", config_path] + list(extra)
+
+
+def agent_env(extra=None):
+    env = dict(os.environ, PYTHONPATH=COLLECTIONS_DIR, **TEST_ENV)
+    env.update(extra or {})
+    return env
+
+
+def write_config(tmp_path, **values):
+    path = tmp_path / "agent.yml"
+    path.write_text(json.dumps(values))  # JSON is YAML
+    return str(path)
+
+
+def run_agent(config_path, *extra, **kwargs):
+    return subprocess.run(agent_argv(config_path, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env=agent_env(kwargs.get("env")), timeout=60, check=False)
+
+
+@pytest.mark.parametrize("values, needle", [
+    (dict(vgs=["vg0"], sweep_interval=0), "sweep_interval must be a number of seconds greater than 0"),
+    (dict(vgs=["vg0"], chunk_mni="1G"), "unknown setting 'chunk_mni'"),
+    (dict(), "vgs is required"),
+    (dict(vgs=["vg0"], lock=dict(lock_backend="etcd", etcd_endpoints=[])), "needs at least one URL"),
+])
+def test_bad_config_exits_2_naming_the_file_and_key(tmp_path, values, needle):
+    path = write_config(tmp_path, **values)
+    proc = run_agent(path, "--check-config")
+    assert proc.returncode == 2, proc
+    assert needle in proc.stderr and path in proc.stderr, proc.stderr
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    proc = run_agent(str(tmp_path / "nope.yml"))
+    assert proc.returncode == 2 and "cannot read the agent configuration" in proc.stderr, proc.stderr
+
+
+def test_unreachable_etcd_exits_1(tmp_path, loop_vg):
+    port = free_port()
+    path = write_config(tmp_path, vgs=[loop_vg.name],
+                        lock=dict(lock_backend="etcd", etcd_endpoints=["http://127.0.0.1:%d" % port]))
+    started = time.monotonic()
+    proc = run_agent(path)
+    assert proc.returncode == 1, proc
+    assert "etcd is not reachable" in proc.stderr and "127.0.0.1:%d" % port in proc.stderr, proc.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_missing_vg_exits_1(tmp_path, loop_vg):
+    path = write_config(tmp_path, vgs=[loop_vg.name, "vg_not_here"])
+    proc = run_agent(path)
+    assert proc.returncode == 1, proc
+    assert "vg_not_here" in proc.stderr and "not found" in proc.stderr, proc.stderr
+
+
+def test_missing_libvirt_exits_1(tmp_path, loop_vg):
+    path = write_config(tmp_path, vgs=[loop_vg.name],
+                        libvirt_uri="qemu:///system?socket=%s" % (tmp_path / "no-libvirtd.sock"))
+    proc = run_agent(path)
+    assert proc.returncode == 1, proc
+    assert "cannot connect to libvirt" in proc.stderr and "libvirtd" in proc.stderr, proc.stderr
+
+
+def test_start_ready_metrics_etcd_watchdog_and_clean_stop(tmp_path, loop_vg, etcd_server, libvirtd):
+    notify_path = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(30)
+    port = free_port()
+    prefix = "/sltv-agent-test-%d" % os.getpid()
+    path = write_config(tmp_path, vgs=[loop_vg.name], sweep_interval=0.5, metrics_port=port,
+                        lock=dict(lock_backend="etcd", etcd_endpoints=[etcd_server.endpoint], lock_prefix=prefix))
+    proc = subprocess.Popen(agent_argv(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                            env=agent_env(dict(NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="2000000")))
+    try:
+        messages = []
+        deadline = time.monotonic() + 30
+        while not any("READY=1" in m for m in messages) and time.monotonic() < deadline:
+            messages.append(notify.recv(4096).decode())
+        assert any("READY=1" in m for m in messages), messages
+        # The watchdog is fed at least every second (half of WATCHDOG_USEC).
+        pings = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            if "WATCHDOG=1" in notify.recv(4096).decode():
+                pings += 1
+        assert pings >= 2
+        body = urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
+        assert "sltv_agent_up 1" in body
+        assert "sltv_agent_libvirt_connected 1" in body
+        assert "sltv_agent_etcd_up 1" in body
+        assert "# TYPE sltv_agent_extend_duration_seconds histogram" in body
+        listed = subprocess.run(["etcdctl", "--endpoints", etcd_server.endpoint, "get", "--prefix", prefix + "/agents/"],
+                                stdout=subprocess.PIPE, universal_newlines=True, check=True,
+                                env=dict(os.environ, ETCDCTL_API="3")).stdout
+        assert '"host": "%s"' % socket.gethostname() in listed, listed
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        tail = []
+        notify.settimeout(1)
+        try:
+            while True:
+                tail.append(notify.recv(4096).decode())
+        except socket.timeout:
+            pass
+        assert any("STOPPING=1" in m for m in tail), tail
+        stderr = proc.stderr.read()
+        assert "<6>sltv-agent 1.0.0 on" in stderr, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
