@@ -97,7 +97,7 @@ def test_threshold_events_drive_extends_and_duplicates_extend_once(thin_setup):
         assert watch.armed is not None, "the first sweep arms the threshold"
         written = 0
         step = 8 * MIB
-        for _ in range(24):  # 192 MiB into a 32 MiB device: needs several extends
+        for step_number in range(24):  # 192 MiB into a 32 MiB device: needs several extends
             assert wait_until(lambda: device_size(loop.path) >= written + step + 2 * MIB, 10), \
                 "the agent did not make room in time (device %d, written %d)" % (device_size(loop.path), written)
             write(dom, written, step)
@@ -131,8 +131,8 @@ def test_threshold_events_drive_extends_and_duplicates_extend_once(thin_setup):
             record["old_size"] // MIB, record["new_size"] // MIB, record["detect"], record["lock"],
             record["lvextend"], record["verify"], record["rearm"], record["total"]))
     agent_part = sorted(h["total"] - h["lvextend"] for h in history)
-    print("agent's own part p50 %.4fs max %.4fs over %d extends" % (agent_part[len(agent_part) // 2], agent_part[-1],
-                                                                     len(agent_part)))
+    middle = agent_part[len(agent_part) // 2]
+    print("agent's own part p50 %.4fs max %.4fs over %d extends" % (middle, agent_part[-1], len(agent_part)))
 
 
 def test_agent_reconnects_after_libvirtd_restart_and_keeps_extending(thin_setup, libvirtd):
@@ -145,7 +145,7 @@ def test_agent_reconnects_after_libvirtd_restart_and_keeps_extending(thin_setup,
         assert wait_until(lambda: agent.conn is not None, 10)
         dom = agent.conn.lookupByUUIDString(dom.UUIDString())
         written = 8 * MIB
-        for _ in range(8):
+        for step_number in range(8):
             assert wait_until(lambda: device_size(loop.path) >= written + 10 * MIB, 10)
             write(dom, written, 8 * MIB)
             written += 8 * MIB
