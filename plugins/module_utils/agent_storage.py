@@ -257,7 +257,7 @@ class LvmStorage(Storage):
         etcd's extend records say which to look at at once; a size check of every active thin disk
         is the backstop (a record can be missed while etcd is down)."""
         records = self._cluster("reading extends", self._remote_extends) or []
-        wanted = dict((r, None) for r in records)
+        wanted = dict(records)
         by_key = dict((d.key, d) for d in disks)
         for disk in disks:
             if disk.active:
@@ -271,7 +271,7 @@ class LvmStorage(Storage):
                 seen = _device_size(disk.paths[0]) if os.path.exists(disk.paths[0]) else None
             except OSError:
                 seen = None
-            if seen is not None and seen < disk.size:
+            if seen is not None and seen < max(disk.size, wanted[key] or 0):
                 self.runner.refresh(disk.vg, disk.name)
                 refreshed.append(disk.key)
         return refreshed
@@ -287,7 +287,7 @@ class LvmStorage(Storage):
             if self._seen_extends.get(record["key"]) == marker:
                 continue
             self._seen_extends[record["key"]] = marker
-            keys.append("%s/%s" % (record.get("vg"), record.get("disk")))
+            keys.append(("%s/%s" % (record.get("vg"), record.get("disk")), record.get("size")))
         return keys
 
     def close(self):

@@ -49,7 +49,7 @@ HISTORY = 2000          # extends kept in memory for tests and benchmarks
 EVENT_LIFECYCLE, EVENT_IO_ERROR_REASON, EVENT_BLOCK_THRESHOLD = 0, 6, 24
 LIFECYCLE_STARTED, LIFECYCLE_SUSPENDED, LIFECYCLE_RESUMED = 2, 3, 4
 STATS_STATE, STATS_BLOCK = 0x1, 0x20
-STATS_ACTIVE, STATS_BACKING = 0x10, 0x40000000
+STATS_ACTIVE, STATS_BACKING = 0x1, 0x40000000
 STATE_PAUSED, PAUSED_IOERROR = 3, 5
 DISK_ERROR_NO_SPACE = 2
 
@@ -310,11 +310,21 @@ class Agent(object):
                 continue  # _ensure_connected sees it
             self.metrics.events.inc(type={"threshold": "block_threshold", "io_error": "io_error"}.get(
                 event.kind, "lifecycle"))
+            if event.kind == "io_error":
+                event = event._replace(dev=self._io_error_target(event))
             if event.kind == "io_error" and event.detail == "enospc":
                 self.enospc.setdefault(event.uuid, set()).add(target_of(event.dev))
             by_domain.setdefault(event.uuid, []).append(event)
         for uuid, events in by_domain.items():
             self._process_uuid(uuid, events)
+
+    def _io_error_target(self, event):
+        """IO_ERROR events name the device alias (virtio-disk1) and the source path: the target, by path."""
+        key = self.paths.get(event.path)
+        for (uuid, target), watch in self.watches.items():
+            if uuid == event.uuid and key is not None and watch.disk_key == key:
+                return target
+        return event.dev
 
     def _process_uuid(self, uuid, events):
         if self.conn is None:
@@ -363,7 +373,9 @@ class Agent(object):
         self.paused = dict((u, r) for u, r in self.paused.items() if any(k[0] == u for k in seen))
         self._publish_gauges()
         try:
-            self.storage.after_sweep(list(self.disks.values()))
+            refreshed = self.storage.after_sweep(list(self.disks.values()))
+            if refreshed:
+                self.metrics.refreshes.inc(len(refreshed))
         except SltvError as exc:
             self.metrics.errors.inc(kind="lvm")
             self.log.error("refreshing LVs another host extended failed: %s", exc)
@@ -410,6 +422,7 @@ class Agent(object):
             if self._wants_extend(watch, disk, events, urgent):
                 grown[watch.target] = self._extend(dom, watch, disk, trigger, at)
             else:
+                watch.retry_at = None
                 self._arm(dom, watch, disk)
         if paused_for_io:
             self._maybe_resume(dom, uuid, no_space, grown)
@@ -427,8 +440,12 @@ class Agent(object):
 
     def _wants_extend(self, watch, disk, events, urgent):
         policy = self._policy(disk)
+        if not policy.can_grow(disk.size, disk.cap):
+            return urgent or watch.allocation >= disk.size - policy.headroom(disk.size, watch.rate)  # _extend reports the cap
+        if urgent and watch.allocation < disk.size - policy.headroom(disk.size, watch.rate):
+            return False  # diskErrors still says NO_SPACE (libvirt keeps it), but the disk has room: resume only
         if urgent or watch.allocation >= disk.size:
-            return policy.can_grow(disk.size, disk.cap)
+            return True
         for event in events:
             # A threshold event is trusted when it fired for the threshold armed now. The duplicate
             # (vdb and vdb[N]) or a late one finds a newer threshold armed: the policy decides.
@@ -504,7 +521,8 @@ class Agent(object):
     # -- extend and arm ----------------------------------------------------------------------------
     def _extend(self, dom, watch, disk, trigger, detected_at):
         policy = self._policy(disk)
-        target = policy.next_size(max(disk.size, watch.allocation), disk.cap, watch.rate)
+        target = min(policy.next_size(max(disk.size, watch.allocation), disk.cap, watch.rate),
+                     disk.cap // disk.extent_size * disk.extent_size)
         if target <= disk.size:
             if not watch.cap_reported:
                 watch.cap_reported = True

@@ -1,0 +1,245 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""sltv-agent's entry point: configuration checks and exit codes, start-up failures, journal log lines.
+
+LVM, libvirt and the HTTP server are replaced where main() would need them; the etcd check runs
+for real against a port where nothing listens.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import io
+import logging
+import socket
+
+import pytest
+
+from ansible_collections.sltv.core.plugins.module_utils import agent_main
+from ansible_collections.sltv.core.plugins.module_utils.agent_main import JournalFormatter, load_config, main, setup_logging
+from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError, ValidationError
+from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import LibvirtError
+
+GOOD = """vgs: [vg0]
+sweep_interval: 2
+chunk_min: 512M
+lock:
+  lock_backend: local
+"""
+
+
+@pytest.fixture(autouse=True)
+def restore_logger():
+    """main() points the 'sltv-agent' logger at the (captured) stderr: undo it after each test."""
+    log = logging.getLogger("sltv-agent")
+    saved = (list(log.handlers), log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
+def write(tmp_path, text, name="agent.yml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+# -- --check-config -----------------------------------------------------------------------------------
+
+def test_check_config_good(tmp_path, capsys):
+    path = write(tmp_path, GOOD)
+    assert main(["--config", path, "--check-config"]) == 0
+    assert "config OK: %s" % path in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("vgs: [vg0\n", "is not valid YAML"),
+    ("vgs: [vg0]\nsweep_intervall: 5\n", "sweep_intervall"),
+    ("vgs: [vg0]\nsweep_interval: -1\n", "sweep_interval must be a number"),
+    ("vgs: [vg0]\nmetrics_port: 70000\n", "metrics_port"),
+    ("vgs: [vg0]\nlock: {lock_backend: nfs}\n", "lock.lock_backend"),
+    ("vgs: [vg0]\nlock: {lock_backend: etcd, etcd_endpoints: ['ftp://127.0.0.1:2379']}\n", "lock: "),
+    ("sweep_interval: 5\n", "vgs is required"),
+    ("- vg0\n", "must be a mapping"),
+], ids=["bad-yaml", "unknown-key", "bad-value", "bad-port", "bad-backend", "bad-endpoint", "no-vgs", "not-a-mapping"])
+def test_check_config_bad(tmp_path, capsys, text, expected):
+    path = write(tmp_path, text)
+    assert main(["--config", path, "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sltv-agent: bad configuration: ")
+    assert path in err
+    assert expected in err
+
+
+def test_check_config_missing_file(tmp_path, capsys):
+    path = str(tmp_path / "nope.yml")
+    assert main(["--config", path, "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the agent configuration %s" % path in err
+
+
+def test_empty_file_needs_vgs(tmp_path):
+    with pytest.raises(ValidationError, match="vgs is required"):
+        load_config(write(tmp_path, ""))
+
+
+def test_load_config_values(tmp_path):
+    config = load_config(write(tmp_path, GOOD))
+    assert config.vgs == ["vg0"]
+    assert config.sweep_interval == 2.0
+    assert config.chunk_min == 512 * 1024 ** 2
+
+
+def test_default_config_path():
+    assert agent_main.parse_args([]).config == agent_main.DEFAULT_CONFIG == "/etc/sltv/agent.yml"
+
+
+# -- start-up failures -----------------------------------------------------------------------------------
+
+def test_unreachable_etcd_exits_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(agent_main, "ETCD_START_TIMEOUT", 3.0)
+
+    def no_lvm(*args, **kwargs):
+        raise AssertionError("the etcd check comes before lvm")
+
+    monkeypatch.setattr(agent_main, "LvmStorage", no_lvm)
+    path = write(tmp_path, "vgs: [vg0]\nlock:\n  lock_backend: etcd\n  etcd_endpoints: ['http://127.0.0.1:1']\n")
+    assert main(["--config", path], environ={}) == 1
+    err = capsys.readouterr().err
+    assert "<2>cannot start on host %s: etcd is not reachable (http://127.0.0.1:1)" % socket.gethostname() in err
+    assert "lock.etcd_endpoints" in err
+
+
+class FakeStorage(object):
+    error = None
+
+    def __init__(self, config, runner, host=None, etcd_connect=None, log=None):
+        self.closed = False
+        FakeStorage.last = self
+
+    def thin_disks(self):
+        if FakeStorage.error:
+            raise SltvError(FakeStorage.error)
+        return []
+
+
+class FakeAgent(object):
+    start_error = None
+
+    def __init__(self, config, storage, host=None, metrics=None, notifier=None, log=None):
+        self.storage = storage
+        self.metrics = metrics
+        self.closed = False
+        self.ran = False
+        FakeAgent.last = self
+
+    def start(self):
+        if FakeAgent.start_error:
+            raise LibvirtError(FakeAgent.start_error)
+
+    def run(self, stop):
+        self.ran = True
+        FakeAgent.handlers[agent_main.signal.SIGTERM](15, None)  # systemctl stop
+        assert stop.is_set()
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    FakeStorage.error = None
+    FakeAgent.start_error = None
+    FakeAgent.handlers = {}
+    monkeypatch.setattr(agent_main, "LvmStorage", FakeStorage)
+    monkeypatch.setattr(agent_main, "Agent", FakeAgent)
+    monkeypatch.setattr(agent_main.signal, "signal", lambda signum, handler: FakeAgent.handlers.__setitem__(signum, handler))
+    return FakeAgent
+
+
+def test_missing_vg_exits_1(tmp_path, capsys, fakes):
+    FakeStorage.error = "volume group vg0 not found on host h1 (check vgs in the agent config)"
+    assert main(["--config", write(tmp_path, GOOD)], environ={}) == 1
+    err = capsys.readouterr().err
+    assert "<2>cannot start on host" in err
+    assert "volume group vg0 not found on host h1" in err
+
+
+def test_libvirt_down_exits_1(tmp_path, capsys, fakes):
+    FakeAgent.start_error = "cannot connect to libvirt at qemu:///system: refused (is libvirtd running?)"
+    assert main(["--config", write(tmp_path, GOOD)], environ={}) == 1
+    assert "cannot connect to libvirt at qemu:///system" in capsys.readouterr().err
+
+
+def test_metrics_port_in_use_exits_1(tmp_path, capsys, fakes):
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        assert main(["--config", write(tmp_path, GOOD + "metrics_port: %d\n" % port)], environ={}) == 1
+    finally:
+        busy.close()
+    err = capsys.readouterr().err
+    assert "<2>cannot serve metrics on 127.0.0.1:%d" % port in err
+    assert "metrics_port" in err
+    assert FakeAgent.last.closed
+
+
+def test_runs_until_sigterm(tmp_path, capsys, fakes, monkeypatch):
+    servers = []
+
+    class Server(object):
+        def __init__(self, metrics, address, port):
+            self.args = (address, port)
+            self.stopped = False
+            servers.append(self)
+
+        def shutdown(self):
+            self.stopped = True
+
+    monkeypatch.setattr(agent_main, "serve", Server)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(2)
+    try:
+        code = main(["--config", write(tmp_path, GOOD + "log_level: debug\n")],
+                    environ={"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        assert notify.recv(100) == b"STOPPING=1"
+    finally:
+        notify.close()
+    assert code == 0
+    agent = FakeAgent.last
+    assert agent.ran and agent.closed
+    assert servers[0].args == ("127.0.0.1", 9464) and servers[0].stopped
+    assert agent.metrics.up.value() == 1
+    assert agent.metrics.info.value(host=socket.gethostname(), version=agent_main.VERSION) == 1
+    assert sorted(FakeAgent.handlers) == sorted([agent_main.signal.SIGTERM, agent_main.signal.SIGINT])
+    err = capsys.readouterr().err
+    assert "<6>sltv-agent %s on " % agent_main.VERSION in err
+    assert "metrics http://127.0.0.1:9464/metrics" in err
+    assert "<6>stopping" in err
+
+
+# -- logging ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("level, prefix", [
+    (logging.DEBUG, "<7>"), (logging.INFO, "<6>"), (logging.WARNING, "<4>"), (logging.ERROR, "<3>"),
+    (logging.CRITICAL, "<2>"), (25, "<6>"),
+])
+def test_journal_formatter_prefix(level, prefix):
+    record = logging.LogRecord("sltv-agent", level, __file__, 1, "extended %s", ("vg0/d1",), None)
+    assert JournalFormatter("%(message)s").format(record) == prefix + "extended vg0/d1"
+
+
+def test_setup_logging_level_and_stream():
+    stream = io.StringIO()
+    log = setup_logging("warning", stream)
+    log.info("not shown")
+    log.warning("shown %d", 1)
+    log.error("also")
+    assert stream.getvalue() == "<4>shown 1\n<3>also\n"
+    assert log.propagate is False
+    assert len(log.handlers) == 1
+    setup_logging("info", stream)
+    assert len(log.handlers) == 1  # set up twice: still one handler

@@ -1,0 +1,174 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The agent's metrics: Prometheus text exposition format, and the HTTP endpoint on an ephemeral port."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import threading
+
+import pytest
+
+from ansible_collections.sltv.core.plugins.module_utils.agent_metrics import (
+    CONTENT_TYPE,
+    LATENCY_BUCKETS,
+    Counter,
+    Gauge,
+    Histogram,
+    Metrics,
+    serve,
+)
+
+try:
+    from urllib.error import HTTPError
+    from urllib.request import urlopen
+except ImportError:  # Python 2: the agent needs Python 3
+    HTTPError = urlopen = None
+
+
+def family(cls, labels=(), **kwargs):
+    return cls("m", "Help text", labels, threading.RLock(), **kwargs)
+
+
+def test_counter_lines_and_header():
+    counter = family(Counter, ("vg", "trigger"))
+    counter.inc(vg="vg0", trigger="threshold")
+    counter.inc(2, vg="vg0", trigger="threshold")
+    counter.inc(0.5, vg="vg1", trigger="sweep")
+    assert counter.header() == ["# HELP m Help text", "# TYPE m counter"]
+    assert counter.lines() == ['m{vg="vg0",trigger="threshold"} 3', 'm{vg="vg1",trigger="sweep"} 0.5']
+    assert counter.value(vg="vg0", trigger="threshold") == 3
+    assert counter.value(vg="vg9", trigger="x") == 0
+
+
+def test_unlabelled_metric_has_no_braces():
+    counter = family(Counter)
+    counter.inc()
+    assert counter.lines() == ["m 1"]
+
+
+def test_labels_must_match():
+    counter = family(Counter, ("kind",))
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.inc(reason="x")
+    with pytest.raises(ValueError):
+        counter.inc()
+
+
+def test_label_values_escaped():
+    gauge = family(Gauge, ("domain",))
+    gauge.set(1, domain='we"b\\01\nx')
+    assert gauge.lines() == ['m{domain="we\\"b\\\\01\\nx"} 1']
+
+
+def test_gauge_set_remove_keep_only():
+    gauge = family(Gauge, ("vg", "disk", "domain"))
+    gauge.set(5, vg="vg0", disk="d1", domain="a")
+    gauge.set(7, vg="vg0", disk="d2", domain="b")
+    gauge.set(9, vg="vg0", disk="d3", domain="c")
+    assert gauge.header()[1] == "# TYPE m gauge"
+    gauge.remove(vg="vg0", disk="d3", domain="c")
+    gauge.remove(vg="vg0", disk="d3", domain="c")  # twice: no error
+    gauge.keep_only([("vg0", "d2", "b")])
+    assert gauge.lines() == ['m{vg="vg0",disk="d2",domain="b"} 7']
+    gauge.keep_only([])
+    assert gauge.lines() == []
+
+
+def test_gauge_large_and_float_values():
+    gauge = family(Gauge)
+    gauge.set(2 ** 45)
+    assert gauge.lines() == ["m %d" % 2 ** 45]
+    gauge.set(0.25)
+    assert gauge.lines() == ["m 0.25"]
+
+
+def test_histogram_buckets_cumulative():
+    hist = family(Histogram, ("phase",), buckets=(0.1, 1.0, 5.0))
+    for value in (0.05, 0.1, 0.7, 3.0, 12.0):
+        hist.observe(value, phase="total")
+    assert hist.header() == ["# HELP m Help text", "# TYPE m histogram"]
+    lines = hist.lines()
+    assert lines[:4] == [
+        'm_bucket{phase="total",le="0.1"} 2',
+        'm_bucket{phase="total",le="1"} 3',
+        'm_bucket{phase="total",le="5"} 4',
+        'm_bucket{phase="total",le="+Inf"} 5',
+    ]
+    name, value = lines[4].rsplit(" ", 1)
+    assert name == 'm_sum{phase="total"}' and float(value) == pytest.approx(15.85)
+    assert lines[5] == 'm_count{phase="total"} 5'
+    assert hist.count(phase="total") == 5
+    assert hist.count(phase="lock") == 0
+
+
+def test_histogram_default_buckets_and_no_labels():
+    hist = family(Histogram)
+    hist.observe(0.007)
+    lines = hist.lines()
+    counts = [int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("m_bucket")]
+    assert len(counts) == len(LATENCY_BUCKETS) + 1
+    assert counts == sorted(counts)  # cumulative
+    assert counts[0] == 0 and counts[1:] == [1] * len(LATENCY_BUCKETS)
+    assert lines[-3].startswith('m_bucket{le="+Inf"}')
+    assert lines[-2] == "m_sum 0.007"
+    assert lines[-1] == "m_count 1"
+
+
+def test_render_every_family_once():
+    metrics = Metrics()
+    metrics.up.set(1)
+    metrics.extends.inc(vg="vg0", trigger="threshold")
+    metrics.extend_duration.observe(0.3, phase="total")
+    text = metrics.render()
+    assert text.endswith("\n")
+    helps = [line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")]
+    types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert helps == types
+    assert len(helps) == len(set(helps))
+    assert all(name.startswith("sltv_agent_") for name in helps)
+    assert "sltv_agent_up 1" in text
+    assert 'sltv_agent_extends_total{vg="vg0",trigger="threshold"} 1' in text
+    assert 'sltv_agent_extend_duration_seconds_bucket{phase="total",le="0.5"} 1' in text
+    assert 'sltv_agent_extend_duration_seconds_count{phase="total"} 1' in text
+    assert "# TYPE sltv_agent_extend_duration_seconds histogram" in text
+    assert "# TYPE sltv_agent_extends_total counter" in text
+    assert "# TYPE sltv_agent_disk_headroom_bytes gauge" in text
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name_labels, value = line.rsplit(" ", 1)
+            float(value.replace("+Inf", "inf"))
+            assert name_labels.split("{")[0].split("_bucket")[0].startswith("sltv_agent_")
+
+
+@pytest.fixture(scope="module")
+def server():
+    metrics = Metrics()
+    metrics.up.set(1)
+    srv = serve(metrics, "127.0.0.1", 0)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def url(srv, path):
+    host, port = srv.server_address[:2]
+    return "http://%s:%d%s" % (host, port, path)
+
+
+def test_serve_metrics(server):
+    assert server.server_address[0] == "127.0.0.1" and server.server_address[1] > 0
+    for path in ("/metrics", "/", "/metrics?x=1"):
+        response = urlopen(url(server, path), timeout=5)
+        body = response.read().decode("utf-8")
+        assert response.status == 200
+        assert response.headers["Content-Type"] == CONTENT_TYPE
+        assert int(response.headers["Content-Length"]) == len(body.encode("utf-8"))
+        assert "sltv_agent_up 1" in body
+
+
+def test_serve_404_for_other_paths(server):
+    with pytest.raises(HTTPError) as info:
+        urlopen(url(server, "/other"), timeout=5)
+    assert info.value.code == 404

@@ -1,0 +1,488 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""LvmStorage against a recording lvm runner, a local lock in a temporary directory and a fake etcd
+client. Real lvm2 and etcd run in tests/integration."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+
+import pytest
+
+from ansible_collections.sltv.core.plugins.module_utils import agent_storage
+from ansible_collections.sltv.core.plugins.module_utils import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.agent_config import parse_agent_config
+from ansible_collections.sltv.core.plugins.module_utils.agent_storage import ExtendFailed, LvmStorage, Storage, ThinDisk
+from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import FileLock, LocalVgLock
+from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, LockError, LockLost, SltvError
+from ansible_collections.sltv.core.plugins.module_utils.lvm import VgNotFound, VolumeGroup
+from ansible_collections.sltv.core.plugins.module_utils.sizes import GIB, MIB, thin_cap
+
+EXTENT = 4 * MIB
+THIN_TAGS = ",".join(T.disk_tags("thin", "qcow2", 10 * GIB))
+
+
+class FakeRunner(object):
+    """lvm as a dict: VG -> {lv: [size, tags, attr]}; records writes; scripted failures."""
+
+    def __init__(self):
+        self.vgs = {"vg0": {}}
+        self.free = {"vg0": 100 * GIB}
+        self.calls = []
+        self.fence = None
+        self.extend_error = None  # CommandError or LockError raised by extend_lv
+        self.grow_files = {}  # lv -> file path truncated to the new size (an active LV's device)
+        self.read_error = None
+
+    def add(self, name, size, tags=THIN_TAGS, attr="-wi-------", vg="vg0"):
+        self.vgs.setdefault(vg, {})[name] = [size, tags, attr]
+        self.free.setdefault(vg, 100 * GIB)
+
+    def read_vgs(self, names=None):
+        self.calls.append(("read_vgs", tuple(names or ())))
+        return [self._vg(name) for name in (names or sorted(self.vgs)) if name in self.vgs]
+
+    def read_vg(self, vg):
+        self.calls.append(("read_vg", vg))
+        if self.read_error:
+            raise self.read_error
+        if vg not in self.vgs:
+            raise VgNotFound("volume group %s not found on this host" % vg)
+        return self._vg(vg)
+
+    def _vg(self, vg):
+        row = {"vg_name": vg, "vg_size": str(200 * GIB), "vg_free": str(self.free[vg]), "vg_extent_size": str(EXTENT)}
+        lvs = [{"lv_name": name, "lv_size": str(size), "lv_tags": tags, "lv_attr": attr, "lv_path": "/dev/%s/%s" % (vg, name)}
+               for name, (size, tags, attr) in sorted(self.vgs[vg].items())]
+        return VolumeGroup(row, lvs)
+
+    def extend_lv(self, vg, name, size):
+        self.calls.append(("extend_lv", vg, name, size, self.fence is not None))
+        if self.fence is not None:
+            self.fence()
+        if self.extend_error is not None:
+            raise self.extend_error
+        self.vgs[vg][name][0] = size
+        if name in self.grow_files:
+            with open(self.grow_files[name], "r+b") as handle:
+                handle.truncate(size)
+
+    def refresh(self, vg, name):
+        self.calls.append(("refresh", vg, name))
+
+
+class FakeEtcd(object):
+    def __init__(self, kvs=None):
+        self.kvs = dict(kvs or {})
+        self.leases = []
+        self.revoked = []
+        self.txns = []
+        self.fail = None
+        self.closed = False
+
+    def _check(self):
+        if self.fail:
+            raise self.fail
+
+    def get_prefix(self, prefix):
+        self._check()
+        return [{"key": key.encode("utf-8"), "value": value.encode("utf-8")}
+                for key, value in sorted(self.kvs.items()) if key.startswith(prefix)]
+
+    def grant_lease(self, ttl):
+        self._check()
+        self.leases.append(ttl)
+        return (len(self.leases), ttl)
+
+    def refresh_lease(self, lease):
+        self._check()
+        return 30
+
+    def revoke_lease(self, lease):
+        self._check()
+        self.revoked.append(lease)
+
+    def txn(self, body):
+        self._check()
+        self.txns.append(body)
+        return {"succeeded": True}
+
+    def close(self):
+        self.closed = True
+
+
+def record(host, vg="vg0", disk="d1", size=3 * GIB, at=100.0):
+    return json.dumps(dict(host=host, vg=vg, disk=disk, size=size, time=at, seconds=0.2))
+
+
+@pytest.fixture
+def local_locks(tmp_path, monkeypatch):
+    """Local VG locks in tmp_path instead of /run/lock/sltv."""
+    lock_dir = str(tmp_path / "locks")
+    made = []
+
+    def make(settings, vg, holder):
+        lock = LocalVgLock(vg, holder, settings["lock_timeout"], lock_dir=lock_dir)
+        made.append(lock)
+        return lock
+
+    monkeypatch.setattr(agent_storage, "make_vg_lock", make)
+    return lock_dir, made
+
+
+def storage(runner=None, vgs=("vg0",), lock=None, etcd=None, host="hostA"):
+    data = {"vgs": list(vgs)}
+    if lock:
+        data["lock"] = lock
+    config = parse_agent_config(data)
+    connect = None
+    if etcd is not None:
+        connect = etcd if callable(etcd) and not isinstance(etcd, FakeEtcd) else (lambda settings: etcd)
+    return LvmStorage(config, runner or FakeRunner(), host=host, etcd_connect=connect, clock=lambda: 1000.0)
+
+
+def disk(name="d1", size=2 * GIB, cap=None, active=False, paths=None):
+    return ThinDisk("vg0", name, size, cap or thin_cap(10 * GIB, EXTENT), EXTENT, paths, active)
+
+
+# -- the base interface ----------------------------------------------------------------------------
+
+def test_storage_interface_defaults():
+    base = Storage()
+    with pytest.raises(NotImplementedError):
+        base.thin_disks()
+    with pytest.raises(NotImplementedError):
+        base.extend(disk(), GIB, {})
+    assert base.cluster_up is True
+    assert base.published(disk(), GIB, 0.1) is None
+    assert base.after_sweep([]) is None
+    base.close()
+
+
+def test_thin_disk_paths_and_key():
+    thin = ThinDisk("vg-a", "d-1", GIB, 2 * GIB, EXTENT)
+    assert thin.key == "vg-a/d-1"
+    assert thin.paths == ("/dev/vg-a/d-1", "/dev/mapper/vg--a-d--1")
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+def test_thin_disks_filters_and_caps():
+    runner = FakeRunner()
+    runner.add("d1", 2 * GIB, attr="-wi-a-----")
+    runner.add("pending", GIB, tags=THIN_TAGS + "," + T.INIT_PENDING_TAG)
+    runner.add("deleting", GIB, tags=THIN_TAGS + "," + T.DELETING_TAG)
+    runner.add("thick", GIB, tags=",".join(T.disk_tags("thick", "raw", GIB)))
+    runner.add("plain", GIB, tags="")
+    runner.add("other_tool", GIB, tags="sltv_kind=thin")  # no 'sltv' tag: not managed
+    runner.add("novsize", 3 * GIB, tags="sltv,sltv_kind=thin")
+    disks = dict((d.name, d) for d in storage(runner).thin_disks())
+    assert sorted(disks) == ["d1", "novsize"]
+    d1 = disks["d1"]
+    assert (d1.vg, d1.size, d1.extent_size, d1.active) == ("vg0", 2 * GIB, EXTENT, True)
+    assert d1.cap == thin_cap(10 * GIB, EXTENT) == 11264 * MIB
+    assert set(d1.paths) == set(["/dev/vg0/d1", "/dev/mapper/vg0-d1"])
+    assert disks["novsize"].cap == thin_cap(3 * GIB, EXTENT)  # no vsize tag: the LV size
+    assert not disks["novsize"].active
+    assert runner.calls == [("read_vgs", ("vg0",))]  # one lvm read for every VG
+
+
+def test_thin_disks_of_several_vgs():
+    runner = FakeRunner()
+    runner.add("d1", GIB)
+    runner.add("d2", GIB, vg="vg1")
+    assert sorted(d.key for d in storage(runner, vgs=("vg0", "vg1")).thin_disks()) == ["vg0/d1", "vg1/d2"]
+
+
+def test_missing_vg_names_vg_and_host():
+    runner = FakeRunner()
+    with pytest.raises(SltvError, match="volume group vg1 not found on host hostA") as info:
+        storage(runner, vgs=("vg0", "vg1")).thin_disks()
+    assert "pvs" in str(info.value)
+
+
+# -- extending -------------------------------------------------------------------------------------
+
+def test_extend_under_the_lock(local_locks):
+    lock_dir, made = local_locks
+    runner = FakeRunner()
+    runner.add("d1", 2 * GIB)
+    store = storage(runner)
+    timings = {}
+    assert store.extend(disk(), 3 * GIB, timings) == 3 * GIB
+    assert ("extend_lv", "vg0", "d1", 3 * GIB, True) in runner.calls  # fenced by the lock while it ran
+    assert sorted(timings) == ["lock", "lvextend", "verify"]
+    assert all(seconds >= 0 for seconds in timings.values())
+    assert runner.fence is None
+    assert len(made) == 1 and not made[0].held  # released
+    assert os.path.exists(os.path.join(lock_dir, "vg-vg0.lock"))
+    assert made[0].holder.startswith("hostA:sltv-agent:")
+    assert store.cluster_up
+
+
+def test_extend_verifies_the_active_device(local_locks, tmp_path):
+    runner = FakeRunner()
+    runner.add("d1", 2 * GIB, attr="-wi-a-----")
+    device = tmp_path / "dev-d1"
+    device.write_bytes(b"")
+    os.truncate(str(device), 2 * GIB)
+    runner.grow_files["d1"] = str(device)
+    thin = disk(active=True, paths=[str(device)])
+    assert storage(runner).extend(thin, 3 * GIB, {}) == 3 * GIB
+    assert not [c for c in runner.calls if c[0] == "read_vg"]  # the device answered, no lvm read
+    runner.grow_files.clear()  # lvextend "works" but the device keeps its size
+    with pytest.raises(ExtendFailed, match="device .* is 3 GiB, not 4 GiB") as info:
+        storage(runner).extend(thin, 4 * GIB, {})
+    assert info.value.reason == "lvm"
+
+
+def test_extend_above_cap_refused_before_locking(local_locks):
+    lock_dir, made = local_locks
+    runner = FakeRunner()
+    with pytest.raises(ExtendFailed, match="above the cap") as info:
+        storage(runner).extend(disk(cap=3 * GIB), 3 * GIB + EXTENT, {})
+    assert info.value.reason == "cap"
+    assert made == [] and runner.calls == []
+
+
+def test_extend_lock_timeout(local_locks):
+    lock_dir, made = local_locks
+    runner = FakeRunner()
+    runner.add("d1", 2 * GIB)
+    holder = FileLock(os.path.join(lock_dir, "vg-vg0.lock"), 1)
+    holder.acquire()
+    try:
+        with pytest.raises(ExtendFailed, match="cannot take the lock of VG vg0") as info:
+            storage(runner, lock={"lock_timeout": 0.05}).extend(disk(), 3 * GIB, {})
+    finally:
+        holder.release()
+    assert info.value.reason == "lock"
+    assert not [c for c in runner.calls if c[0] == "extend_lv"]
+
+
+class FailingLock(object):
+    def __init__(self, error):
+        self.error = error
+
+    def acquire(self):
+        raise self.error
+
+    def release(self):
+        raise AssertionError("never acquired")
+
+
+def test_etcd_lock_failure_marks_the_cluster_down(monkeypatch):
+    monkeypatch.setattr(agent_storage, "make_vg_lock", lambda settings, vg, holder: FailingLock(LockError("no endpoint")))
+    store = storage(lock={"lock_backend": "etcd"})
+    with pytest.raises(ExtendFailed) as info:
+        store.extend(disk(), 3 * GIB, {})
+    assert info.value.reason == "lock"
+    assert store.cluster_up is False
+
+
+def test_lock_lost_before_lvextend(local_locks):
+    lock_dir, made = local_locks
+    runner = FakeRunner()
+    runner.add("d1", 2 * GIB)
+    runner.extend_error = LockLost("lease expired")
+    with pytest.raises(ExtendFailed, match="lost the lock of VG vg0") as info:
+        storage(runner).extend(disk(), 3 * GIB, {})
+    assert info.value.reason == "lock"
+    assert not made[0].held and runner.fence is None
+
+
+def lvextend_error(stderr="Insufficient free space: 256 extents needed, but only 10 available"):
+    return CommandError(["lvextend", "-L", "3221225472b", "vg0/d1"], 5, stderr)
+
+
+def test_lvextend_failure_when_already_grown_is_success(local_locks):
+    runner = FakeRunner()
+    runner.add("d1", 3 * GIB)  # the other end of a migration grew it first
+    runner.extend_error = lvextend_error("New size given (768 extents) not larger than existing size (768 extents)")
+    timings = {}
+    assert storage(runner).extend(disk(), 3 * GIB, timings) == 3 * GIB
+    assert "lvextend" in timings
+
+
+def test_lvextend_failure_vg_full(local_locks):
+    runner = FakeRunner()
+    runner.add("d1", 2 * GIB)
+    runner.free["vg0"] = 40 * MIB
+    runner.extend_error = lvextend_error()
+    with pytest.raises(ExtendFailed) as info:
+        storage(runner).extend(disk(), 3 * GIB, {})
+    assert info.value.reason == "vg_full"
+    message = str(info.value)
+    assert "VG vg0 is full" in message
+    assert "40 MiB free" in message and "1 GiB needed" in message
+    assert "vgextend" in message
+
+
+def test_lvextend_failure_other(local_locks):
+    runner = FakeRunner()
+    runner.add("d1", 2 * GIB)
+    runner.extend_error = lvextend_error("Device or resource busy")
+    with pytest.raises(ExtendFailed, match="lvextend failed: .*busy") as info:
+        storage(runner).extend(disk(), 3 * GIB, {})
+    assert info.value.reason == "lvm"
+    runner.read_error = SltvError("lvm hangs")
+    with pytest.raises(ExtendFailed) as info:
+        storage(runner).extend(disk(), 3 * GIB, {})
+    assert info.value.reason == "lvm"
+
+
+def test_lvextend_failure_lv_gone(local_locks):
+    runner = FakeRunner()
+    runner.extend_error = lvextend_error("Failed to find logical volume vg0/d1")
+    with pytest.raises(ExtendFailed) as info:
+        storage(runner).extend(disk(), 3 * GIB, {})
+    assert info.value.reason == "lvm"
+
+
+def test_verify_lvm_reports_too_small(local_locks):
+    runner = FakeRunner()
+    runner.add("d1", 2 * GIB)
+    original = runner.extend_lv
+    runner.extend_lv = lambda vg, name, size: original(vg, name, size - EXTENT)
+    with pytest.raises(ExtendFailed, match="lvm reports") as info:
+        storage(runner).extend(disk(), 3 * GIB, {})
+    assert info.value.reason == "lvm"
+
+
+# -- refreshing what others grew ---------------------------------------------------------------------
+
+def devices(tmp_path, sizes):
+    """Regular files stand for the dm devices: _device_size gives a file's size too."""
+    disks = []
+    for name, lv_size, device_size, active in sizes:
+        path = tmp_path / ("dev-" + name)
+        path.write_bytes(b"")
+        os.truncate(str(path), device_size)
+        disks.append(disk(name, size=lv_size, active=active, paths=[str(path)]))
+    return disks
+
+
+def test_after_sweep_refreshes_active_disks_whose_device_is_smaller(tmp_path):
+    runner = FakeRunner()
+    disks = devices(tmp_path, [("grown", 3 * GIB, 2 * GIB, True), ("same", 2 * GIB, 2 * GIB, True),
+                               ("inactive", 3 * GIB, 2 * GIB, False)])
+    assert storage(runner).after_sweep(disks) == ["vg0/grown"]
+    assert runner.calls == [("refresh", "vg0", "grown")]
+
+
+def test_after_sweep_with_monkeypatched_device_size(monkeypatch):
+    sizes = {"/dev/vg0/d1": 2 * GIB, "/dev/vg0/d2": 2 * GIB}
+    monkeypatch.setattr(agent_storage, "_device_size", lambda path: sizes[path])
+    monkeypatch.setattr(agent_storage.os.path, "exists", lambda path: path in sizes)
+    runner = FakeRunner()
+    disks = [disk("d1", 3 * GIB, active=True), disk("d2", 2 * GIB, active=True), disk("d3", 3 * GIB, active=True)]
+    assert storage(runner).after_sweep(disks) == ["vg0/d1"]
+    assert runner.calls == [("refresh", "vg0", "d1")]
+
+
+def test_after_sweep_unreadable_device_is_skipped(monkeypatch, tmp_path):
+    def broken(path):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(agent_storage, "_device_size", broken)
+    runner = FakeRunner()
+    assert storage(runner).after_sweep(devices(tmp_path, [("d1", 3 * GIB, 2 * GIB, True)])) == []
+    assert runner.calls == []
+
+
+def remote_keys(store, etcd):
+    """Disk keys of the new extend records (entries may be keys or (key, size) pairs)."""
+    return [entry[0] if isinstance(entry, tuple) else entry for entry in store._remote_extends(etcd)]
+
+
+def test_remote_extend_records_other_hosts_only(monkeypatch):
+    etcd = FakeEtcd({
+        "/sltv/extends/vg0/d1": record("hostB", disk="d1"),
+        "/sltv/extends/vg0/d2": record("hostA", disk="d2"),  # our own extend
+        "/sltv/extends/vg0/d3": "not json",
+        "/sltv/agents/hostB": json.dumps({"host": "hostB"}),
+    })
+    checked = []
+    monkeypatch.setattr(agent_storage, "_device_size", lambda path: checked.append(path) or 2 * GIB)
+    monkeypatch.setattr(agent_storage.os.path, "exists", lambda path: True)
+    store = storage(lock={"lock_backend": "etcd"}, etcd=etcd)
+    assert remote_keys(store, etcd) == ["vg0/d1"]
+    assert remote_keys(store, etcd) == []  # already handled
+    etcd.kvs["/sltv/extends/vg0/d1"] = record("hostB", disk="d1", size=4 * GIB, at=200.0)
+    assert remote_keys(store, etcd) == ["vg0/d1"]  # a newer extend
+    store.after_sweep([disk("d1", 2 * GIB, active=True)])
+    assert checked == ["/dev/vg0/d1"]
+    assert store.cluster_up
+
+
+def test_remote_extend_record_refreshes_at_once(monkeypatch):
+    etcd = FakeEtcd({"/sltv/extends/vg0/d1": record("hostB", disk="d1", size=3 * GIB)})
+    monkeypatch.setattr(agent_storage, "_device_size", lambda path: 2 * GIB)
+    monkeypatch.setattr(agent_storage.os.path, "exists", lambda path: True)
+    runner = FakeRunner()
+    store = storage(runner, lock={"lock_backend": "etcd"}, etcd=etcd)
+    store.after_sweep([disk("d1", 2 * GIB, active=True)])  # the agent's catalog still says 2 GiB
+    assert runner.calls == [("refresh", "vg0", "d1")]
+
+
+def test_no_etcd_with_the_local_backend():
+    etcd = FakeEtcd({"/sltv/extends/vg0/d1": record("hostB")})
+    store = storage(etcd=etcd)  # lock_backend local: etcd is never asked
+    store.register(3)
+    store.published(disk(), 3 * GIB, 0.5)
+    assert store.after_sweep([]) == []
+    assert etcd.txns == [] and etcd.leases == []
+    assert store.cluster_up
+
+
+def test_register_and_publish():
+    etcd = FakeEtcd()
+    store = storage(lock={"lock_backend": "etcd"}, etcd=etcd)
+    store.register(2)
+    store.register(3)
+    assert etcd.leases == [agent_storage.AGENT_LEASE_TTL]  # refreshed, not granted again
+    store.published(disk(), 3 * GIB, 0.25)
+    assert len(etcd.txns) == 3
+    put = etcd.txns[-1]["success"][0]["request_put"]
+    assert put["lease"] == 2
+    store.close()
+    assert etcd.revoked == [1] and etcd.closed
+
+
+@pytest.mark.parametrize("what", ["register", "published", "after_sweep", "close"])
+def test_etcd_failures_never_raise(what):
+    etcd = FakeEtcd()
+    store = storage(lock={"lock_backend": "etcd"}, etcd=etcd)
+    store.register(1)
+    etcd.fail = IOError("connection refused")
+    if what == "register":
+        store.register(1)
+    elif what == "published":
+        store.published(disk(), 3 * GIB, 0.1)
+    elif what == "after_sweep":
+        assert store.after_sweep([]) == []
+    else:
+        store.close()
+        return
+    assert store.cluster_up is False
+    etcd.fail = None
+    store.register(1)  # a new connection and a new lease
+    assert store.cluster_up is True
+
+
+def test_etcd_connect_failure_never_raises():
+    calls = []
+
+    def connect(settings):
+        calls.append(settings["etcd_endpoints"])
+        raise LockError("no etcd endpoint answered")
+
+    store = storage(lock={"lock_backend": "etcd", "etcd_endpoints": ["http://127.0.0.1:1"]}, etcd=connect)
+    store.register(1)
+    assert store.after_sweep([]) == []
+    assert store.cluster_up is False
+    assert calls == [["http://127.0.0.1:1"]] * 2  # tried again each time
+    store.close()
