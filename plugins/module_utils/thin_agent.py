@@ -130,6 +130,7 @@ class Agent(object):
         self.catalog_at = None
         self.unknown_paths = set()
         self.indexes = {}           # uuid -> {target: source index}, from the live XML
+        self.domains = {}           # uuid -> virDomain given by an event (saves a lookup per event)
         self.enospc = {}            # uuid -> set of targets an enospc event named
         self.paused = {}            # uuid -> reason, while a domain is paused for an I/O error
         self.history = collections.deque(maxlen=HISTORY)
@@ -182,6 +183,7 @@ class Agent(object):
             raise LibvirtError("cannot register for libvirt events at %s: %s" % (self.config.libvirt_uri, exc))
         self.conn = conn
         self.indexes = {}
+        self.domains = {}
         self.metrics.libvirt_connected.set(1)
         self._reconnect_delay = RECONNECT_BACKOFF[0]
 
@@ -190,9 +192,11 @@ class Agent(object):
         self.events.put(Event("closed", None, None, None, reason, self.clock()))
 
     def _on_threshold(self, conn, dom, dev, path, threshold, excess, opaque):
+        self.domains[dom.UUIDString()] = dom
         self.events.put(Event("threshold", dom.UUIDString(), dev, path, threshold, self.clock()))
 
     def _on_io_error(self, conn, dom, path, dev, action, reason, opaque):
+        self.domains[dom.UUIDString()] = dom
         self.events.put(Event("io_error", dom.UUIDString(), dev, path, reason, self.clock()))
 
     def _on_lifecycle(self, conn, dom, event, detail, opaque):
@@ -247,8 +251,9 @@ class Agent(object):
                 return True
         return False
 
-    def _refresh_catalog_if_needed(self, paths):
-        stale = self.catalog_at is None or self.clock() - self.catalog_at > CATALOG_MAX_AGE
+    def _refresh_catalog_if_needed(self, paths, by_age=True):
+        # The age-based reload (an lvm fullreport) belongs to the sweep, never to an extend's path.
+        stale = self.catalog_at is None or (by_age and self.clock() - self.catalog_at > CATALOG_MAX_AGE)
         new = [p for p in paths if p and p not in self.paths and p not in self.unknown_paths and self._ours(p)]
         if stale or new:
             self._load_catalog()
@@ -271,7 +276,9 @@ class Agent(object):
                 continue
             if now >= next_sweep:
                 self.sweep()
-                next_sweep = self.clock() + self.config.sweep_interval
+                next_sweep += self.config.sweep_interval
+                if next_sweep <= self.clock():
+                    next_sweep = self.clock() + self.config.sweep_interval  # fell behind: no burst
                 if not self.ready:
                     self.ready = True
                     self.notifier.ready("watching %d thin disks" % len(self.watches))
@@ -330,14 +337,16 @@ class Agent(object):
         if self.conn is None:
             return
         try:
-            dom = self._call(self.conn.lookupByUUIDString, uuid)
+            dom = self.domains.get(uuid) or self._call(self.conn.lookupByUUIDString, uuid)
             records = self._call(self.conn.domainListGetStats, [dom], STATS_BLOCK | STATS_STATE, STATS_BACKING)
         except self.libvirt.libvirtError as exc:
+            self.domains.pop(uuid, None)
             if self._closed.is_set() or not self._alive():
                 self._disconnected(exc)
             return  # the domain is gone (stopped, migrated away): nothing to grow here
         try:
-            self._refresh_catalog_if_needed([b["path"] for _dom, record in records for b in block_entries(record)])
+            self._refresh_catalog_if_needed([b["path"] for _dom, record in records for b in block_entries(record)],
+                                            by_age=False)
         except SltvError as exc:
             self.metrics.errors.inc(kind="lvm")
             self.log.error("cannot read the thin disks: %s", exc)

@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import subprocess
 import threading
 import time
@@ -24,8 +25,11 @@ EXTENT = 4 * MIB
 
 
 def device_size(path):
-    return int(subprocess.run(["blockdev", "--getsize64", path], stdout=subprocess.PIPE, check=True,
-                              universal_newlines=True).stdout)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
 
 
 class LoopStorage(Storage):
