@@ -120,6 +120,12 @@ def main(argv=None, environ=None):
     log = setup_logging(config.log_level)
     host = socket.gethostname()
     notifier = Notifier(environ)
+    if notifier.watchdog_interval and config.lock["lock_timeout"] > notifier.watchdog_interval:
+        # A lock wait (etcd down) must end before systemd's watchdog kills the agent: it then
+        # retries with back-off and keeps watching, instead of restarting into the outage.
+        log.info("lock_timeout %.0fs capped to %.0fs (half of WatchdogSec)", config.lock["lock_timeout"],
+                 notifier.watchdog_interval)
+        config.lock["lock_timeout"] = notifier.watchdog_interval
     metrics = Metrics()
     try:
         check_etcd(config)

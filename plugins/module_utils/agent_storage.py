@@ -29,6 +29,7 @@ from ansible_collections.sltv.core.plugins.module_utils.errors import CommandErr
 from ansible_collections.sltv.core.plugins.module_utils.sizes import human, thin_cap
 
 AGENT_LEASE_TTL = 30  # seconds; the agents/<host> key lives this long after the agent stops refreshing it
+CLUSTER_RETRY = 15.0  # seconds between etcd attempts while it does not answer: a sweep must not block on it
 
 
 class ExtendFailed(SltvError):
@@ -106,7 +107,8 @@ class LvmStorage(Storage):
         self._etcd = None
         self._lease = None
         self._cluster_up = True
-        self._seen_extends = {}  # etcd key -> mod_revision already handled
+        self._seen_extends = {}  # etcd key -> (size, time) already handled
+        self._cluster_retry_at = 0.0
         self.started = clock()
 
     # -- reading -----------------------------------------------------------------------------------
@@ -210,6 +212,8 @@ class LvmStorage(Storage):
 
     def _cluster(self, what, work):
         """Run ``work(client)``; an etcd failure is logged and remembered, never raised."""
+        if time.monotonic() < self._cluster_retry_at:
+            return None
         try:
             client = self._client()
             if client is None:
@@ -219,6 +223,7 @@ class LvmStorage(Storage):
             return result
         except Exception as exc:  # pylint: disable=broad-except  # etcd down must not stop the agent
             self._cluster_up = False
+            self._cluster_retry_at = time.monotonic() + CLUSTER_RETRY
             self._etcd = None
             self._lease = None
             if self.log:

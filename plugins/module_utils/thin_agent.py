@@ -41,7 +41,8 @@ from ansible_collections.sltv.core.plugins.module_utils.sd_notify import Notifie
 from ansible_collections.sltv.core.plugins.module_utils.sizes import human
 
 CATALOG_MAX_AGE = 30.0  # seconds between lvm reads of the thin disks when nothing new shows up
-MAX_BACKOFF = 30.0      # seconds between retries of a failed extend
+MAX_BACKOFF = 30.0      # seconds between retries of a failed extend (VG full, lvm error)
+LOCK_BACKOFF = 2.0      # ... when the lock was the problem: each attempt already waits lock_timeout
 RECONNECT_BACKOFF = (0.5, 10.0)
 HISTORY = 2000          # extends kept in memory for tests and benchmarks
 
@@ -544,7 +545,7 @@ class Agent(object):
         try:
             new_size = self.storage.extend(disk, target, timings)
         except ExtendFailed as exc:
-            watch.backoff = min(max(watch.backoff * 2, 0.5), MAX_BACKOFF)
+            watch.backoff = min(max(watch.backoff * 2, 0.5), LOCK_BACKOFF if exc.reason == "lock" else MAX_BACKOFF)
             watch.retry_at = self.clock() + watch.backoff
             self.metrics.extend_failures.inc(vg=disk.vg, reason=exc.reason)
             self.metrics.errors.inc(kind="lock" if exc.reason == "lock" else "lvm")
