@@ -172,8 +172,8 @@ def versions(conn):
     def dotted(number):
         return "%d.%d.%d" % (number // 1000000, number // 1000 % 1000, number % 1000)
 
-    return "libvirt %s, QEMU %s, domain type %s" % (dotted(conn.getLibVersion()), dotted(conn.getVersion()),
-                                                     libvirttest.usable_domain_type(conn))
+    return "libvirt %s, QEMU %s, domain type %s" % (
+        dotted(conn.getLibVersion()), dotted(conn.getVersion()), libvirttest.usable_domain_type(conn))
 
 
 # -- latency -----------------------------------------------------------------------------------------
@@ -187,8 +187,8 @@ def bare_extend(loop, size):
 
 
 def row(label, samples, unit=1000.0, extra=""):
-    print("%-44s %9.1f %9.1f %9.1f%s" % (label, percentile(samples, 50) * unit, percentile(samples, 99) * unit,
-                                          max(samples) * unit, extra))
+    print("%-44s %9.1f %9.1f %9.1f%s" % (
+        label, percentile(samples, 50) * unit, percentile(samples, 99) * unit, max(samples) * unit, extra))
 
 
 def qemu_io_failures(name):
@@ -548,12 +548,12 @@ def idle(options, res):
           % (startup, start_cpu["agent"][0], ready["watches"], ready["armed"], ready["libvirt_calls"]))
     print("\nwindow %.1f s:" % window)
     print("%-44s %10s %10s %10s" % ("", "CPU s", "CPU %", "RSS MiB"))
-    print("%-44s %10.2f %10.3f %10.1f   (peak %.1f)" % ("agent process (own)", own, own / window * 100,
-                                                           mem["agent"][0] / 1024.0, mem["agent"][1] / 1024.0))
+    print("%-44s %10.2f %10.3f %10.1f   (peak %.1f)" % (
+        "agent process (own)", own, own / window * 100, mem["agent"][0] / 1024.0, mem["agent"][1] / 1024.0))
     print("%-44s %10.2f %10.3f" % ("its children (stand-in blockdev calls)", kids, kids / window * 100))
-    print("%-44s %10.2f %10.3f %10.1f   (peak %.1f)" % ("baseline: bare libvirt client, same events", bare_own,
-                                                           bare_own / window * 100, mem["bare"][0] / 1024.0,
-                                                           mem["bare"][1] / 1024.0))
+    print("%-44s %10.2f %10.3f %10.1f   (peak %.1f)" % (
+        "baseline: bare libvirt client, same events", bare_own, bare_own / window * 100, mem["bare"][0] / 1024.0,
+        mem["bare"][1] / 1024.0))
     print("%-44s %10.2f %10.3f" % ("libvirtd while watched", libvirtd_cpu, libvirtd_cpu / window * 100))
     print("%-44s %10.2f %10.3f" % ("libvirtd, control window %d s, no agent" % control, control_libvirtd,
                                    control_libvirtd / control * 100))
@@ -576,9 +576,9 @@ def idle(options, res):
         print("WARNING: libvirtd restarted under the agent %d time(s) in the window (another process): "
               "the figures include the reconnections" % (result["reconnects"] - ready["reconnects"]))
     if durations:
+        figures = (percentile(durations, 50) * 1000, percentile(durations, 99) * 1000, max(durations) * 1000, len(disks))
         print("sweep duration p50 %.1f ms, p99 %.1f ms, max %.1f ms (with the catalog reload every 30 s: %d "
-              "blockdev calls)" % (percentile(durations, 50) * 1000, percentile(durations, 99) * 1000,
-                                  max(durations) * 1000, len(disks)))
+              "blockdev calls)" % figures)
     return 0 if result["extends"] == 0 and result["watches"] == len(disks) else 1
 
 

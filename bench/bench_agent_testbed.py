@@ -261,7 +261,7 @@ def worker(args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--vm", type=int, default=1)
     parser.add_argument("--vg", default="vg_sltv", help="the shared VG of the test bed (default %(default)s)")
     parser.add_argument("--extends", type=int, default=30)

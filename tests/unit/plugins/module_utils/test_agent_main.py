@@ -153,7 +153,7 @@ def fakes(monkeypatch):
     FakeAgent.handlers = {}
     monkeypatch.setattr(agent_main, "LvmStorage", FakeStorage)
     monkeypatch.setattr(agent_main, "Agent", FakeAgent)
-    monkeypatch.setattr(agent_main.signal, "signal", lambda signum, handler: FakeAgent.handlers.__setitem__(signum, handler))
+    monkeypatch.setattr(agent_main.signal, "signal", FakeAgent.handlers.__setitem__)
     return FakeAgent
 
 

@@ -433,7 +433,7 @@ def test_one_stats_call_per_sweep_for_all_domains():
     assert len(setup.conn.names_called("getAllDomainStats")) == 1
     assert setup.agent.sweep_calls[-1] == 1 + 3  # the stats and three arms
     assert [d.names_called("setBlockThreshold")[0][1] for d in setup.hv.domains.values()] == ["vdb[1]", "vdb[2]", "vdb[3]"]
-    for _ in range(3):
+    for attempt_number in range(3):
         setup.clock.advance(5)
         setup.agent.sweep()
     assert len(setup.conn.names_called("getAllDomainStats")) == 4
@@ -588,7 +588,7 @@ def test_extends_stop_at_the_cap():
     setup, dom, key = one_disk(size=GIB, virtual=2 * GIB)
     cap = thin_cap(2 * GIB, EXTENT)
     assert cap == 2256 * MIB
-    for _ in range(4):
+    for attempt_number in range(4):
         disk = dom.disks["vdb"]
         disk.allocation = setup.storage.size(key) - MIB
         setup.clock.advance(0.1)
@@ -603,7 +603,7 @@ def test_extends_stop_at_the_cap():
 
 def test_cap_reported_once():
     setup, dom, key = one_disk(size=2256 * MIB, virtual=2 * GIB)
-    for _ in range(3):
+    for attempt_number in range(3):
         dom.disks["vdb"].allocation = 2256 * MIB - MIB
         setup.clock.advance(0.1)
         setup.agent.sweep()
@@ -688,7 +688,7 @@ def test_domain_paused_for_another_reason_is_never_resumed(state, reason, errors
     setup.conn.fire_io_error(dom, "vdb", use_alias=False)  # even after an 'enospc' event
     setup.conn.fire_lifecycle(dom, LIFECYCLE_SUSPENDED, 0)
     setup.drain()
-    for _ in range(3):
+    for attempt_number in range(3):
         setup.clock.advance(5)
         setup.agent.handle([Event("lifecycle", UUID1, None, None, (LIFECYCLE_SUSPENDED, 0), setup.clock())])
         setup.agent.sweep()
@@ -700,7 +700,7 @@ def test_pause_counted_once():
     setup, dom, key = one_disk()
     dom.state, dom.reason = PAUSED, PAUSED_IOERROR
     dom.disk_errors = {"vdb": DISK_ERROR_UNSPEC}
-    for _ in range(3):
+    for attempt_number in range(3):
         setup.agent.handle([Event("lifecycle", UUID1, None, None, (LIFECYCLE_SUSPENDED, 2), setup.clock())])
         setup.clock.advance(5)
         setup.agent.sweep()
@@ -756,7 +756,7 @@ def test_paused_domain_with_room_is_resumed_without_another_extend():
         dom.state, dom.reason = RUNNING, 1
 
     dom.resume = failing_resume
-    for _ in range(2):
+    for attempt_number in range(2):
         setup.clock.advance(0.1)
         setup.agent.handle([Event("lifecycle", UUID1, None, None, (LIFECYCLE_SUSPENDED, 2), setup.clock())])
     assert dom.state == RUNNING
@@ -773,7 +773,7 @@ def test_failed_extend_backs_off_and_resumes_after_success():
     setup.drain()
     watch = setup.agent.watches[(UUID1, "vdb")]
     backoffs = [watch.backoff]
-    for _ in range(7):
+    for attempt_number in range(7):
         setup.agent._retry_due()  # not due yet: nothing happens
         assert setup.storage.attempts == len(backoffs)
         setup.clock.advance(watch.retry_at - setup.clock())
@@ -914,7 +914,7 @@ def test_catalog_reread_for_a_mapper_path():
 def test_unknown_path_rereads_once_then_waits_for_max_age():
     setup, dom, key = one_disk()
     dom.add_disk("vdc", "/dev/vg0/not-sltv")  # a plain LV of the VG, never in the catalog
-    for _ in range(5):
+    for attempt_number in range(5):
         setup.clock.advance(5)
         setup.agent.sweep()
     assert setup.storage.reads == 2  # once for the new path, not every sweep
@@ -928,7 +928,7 @@ def test_unknown_path_rereads_once_then_waits_for_max_age():
 def test_foreign_paths_do_not_reread_the_catalog(path):
     setup, dom, key = one_disk()
     dom.add_disk("vdc", path)
-    for _ in range(3):
+    for attempt_number in range(3):
         setup.clock.advance(5)
         setup.agent.sweep()
     assert setup.storage.reads == 1
