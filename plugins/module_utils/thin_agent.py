@@ -293,9 +293,12 @@ class Agent(object):
             if batch:
                 self.handle(batch)
 
-    def _wait(self, stop, seconds):
+    def _feed_watchdog(self):
         if self.notifier.watchdog_interval:
             self.notifier.watchdog()
+
+    def _wait(self, stop, seconds):
+        self._feed_watchdog()
         stop.wait(seconds)
 
     def _next_events(self, timeout, stop):
@@ -362,6 +365,7 @@ class Agent(object):
 
     def sweep(self):
         """One getAllDomainStats call for every running domain; extend, arm, resume what needs it."""
+        self._feed_watchdog()
         started = self.clock()
         calls = self.libvirt_calls
         try:
@@ -542,6 +546,9 @@ class Agent(object):
             return False
         started = self.clock()
         timings = dict(detect=started - detected_at)
+        # An extend may wait up to lock_timeout (etcd down): feed systemd's watchdog before each one,
+        # so that a burst of them between two loop turns never gets the agent killed.
+        self._feed_watchdog()
         try:
             new_size = self.storage.extend(disk, target, timings)
         except ExtendFailed as exc:
