@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import argparse
+import faulthandler
 import logging
 import signal
 import socket
@@ -118,6 +119,11 @@ def main(argv=None, environ=None):
         sys.stdout.write("config OK: %s\n" % args.config)
         return 0
     log = setup_logging(config.log_level)
+    # systemd's watchdog kills with SIGABRT: the journal then gets every thread's stack, the why.
+    try:
+        faulthandler.enable()
+    except (OSError, ValueError, AttributeError):
+        pass  # stderr is not a real file (embedded, tests): no stacks, nothing else changes
     host = socket.gethostname()
     notifier = Notifier(environ)
     if notifier.watchdog_interval and config.lock["lock_timeout"] > notifier.watchdog_interval:

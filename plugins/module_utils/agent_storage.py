@@ -84,7 +84,7 @@ class Storage(object):
         """Release what the storage holds (etcd lease, connections)."""
 
 
-def _device_size(path):
+def device_size(path):
     """Size of a block device as the kernel sees it now (after lvextend or lvchange --refresh)."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -143,7 +143,7 @@ class LvmStorage(Storage):
         started = time.monotonic()
         try:
             lock.acquire()
-        except LockError as exc:
+        except Exception as exc:  # pylint: disable=broad-except  # LockError, or an etcd client surprise
             self._cluster_up = self.config.lock["lock_backend"] != "etcd"
             raise ExtendFailed("%s: cannot take the lock of VG %s: %s" % (disk.key, disk.vg, exc), "lock")
         self._cluster_up = True
@@ -185,7 +185,7 @@ class LvmStorage(Storage):
         if disk.active:
             for path in disk.paths:
                 try:
-                    seen = _device_size(path)
+                    seen = device_size(path)
                 except OSError:
                     continue
                 if seen < size:
@@ -273,7 +273,7 @@ class LvmStorage(Storage):
             if disk is None or not disk.active:
                 continue
             try:
-                seen = _device_size(disk.paths[0]) if os.path.exists(disk.paths[0]) else None
+                seen = device_size(disk.paths[0]) if os.path.exists(disk.paths[0]) else None
             except OSError:
                 seen = None
             if seen is not None and seen < max(disk.size, wanted[key] or 0):

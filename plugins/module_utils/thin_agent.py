@@ -276,7 +276,7 @@ class Agent(object):
                 self._wait(stop, min(1.0, max(self._next_connect - now, 0.05)))
                 continue
             if now >= next_sweep:
-                self.sweep()
+                self._guarded(self.sweep)
                 next_sweep += self.config.sweep_interval
                 if next_sweep <= self.clock():
                     next_sweep = self.clock() + self.config.sweep_interval  # fell behind: no burst
@@ -284,14 +284,22 @@ class Agent(object):
                     self.ready = True
                     self.notifier.ready("watching %d thin disks" % len(self.watches))
                     self.log.info("ready: watching %d thin disks of running domains", len(self.watches))
-            self._retry_due()
+            self._guarded(self._retry_due)
             wait = next_sweep - self.clock()
             if watchdog:
                 wait = min(wait, watchdog)
                 self.notifier.watchdog()
             batch = self._next_events(max(wait, 0.0), stop)
             if batch:
-                self.handle(batch)
+                self._guarded(self.handle, batch)
+
+    def _guarded(self, work, *args):
+        """A surprise in one turn is logged and counted; the agent keeps watching the other disks."""
+        try:
+            work(*args)
+        except Exception:  # pylint: disable=broad-except  # a daemon that dies lets guests pause
+            self.metrics.errors.inc(kind="other")
+            self.log.exception("unexpected error in %s (the agent goes on)", getattr(work, "__name__", "work"))
 
     def _feed_watchdog(self):
         if self.notifier.watchdog_interval:

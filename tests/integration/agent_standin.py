@@ -11,25 +11,16 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
 import subprocess
 import threading
 import time
 
-from ansible_collections.sltv.core.plugins.module_utils.agent_storage import ExtendFailed, Storage, ThinDisk
+from ansible_collections.sltv.core.plugins.module_utils.agent_storage import ExtendFailed, Storage, ThinDisk, device_size
 from ansible_collections.sltv.core.plugins.module_utils.sizes import MIB
 
 from libvirttest import LOSETUP_BIN
 
 EXTENT = 4 * MIB
-
-
-def device_size(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.lseek(fd, 0, os.SEEK_END)
-    finally:
-        os.close(fd)
 
 
 class LoopStorage(Storage):

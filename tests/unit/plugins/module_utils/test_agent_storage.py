@@ -355,7 +355,7 @@ def test_verify_lvm_reports_too_small(local_locks):
 # -- refreshing what others grew ---------------------------------------------------------------------
 
 def devices(tmp_path, sizes):
-    """Regular files stand for the dm devices: _device_size gives a file's size too."""
+    """Regular files stand for the dm devices: device_size gives a file's size too."""
     disks = []
     for name, lv_size, device_size, active in sizes:
         path = tmp_path / ("dev-" + name)
@@ -373,9 +373,9 @@ def test_after_sweep_refreshes_active_disks_whose_device_is_smaller(tmp_path):
     assert runner.calls == [("refresh", "vg0", "grown")]
 
 
-def test_after_sweep_with_monkeypatched_device_size(monkeypatch):
+def test_after_sweep_with_monkeypatcheddevice_size(monkeypatch):
     sizes = {"/dev/vg0/d1": 2 * GIB, "/dev/vg0/d2": 2 * GIB}
-    monkeypatch.setattr(agent_storage, "_device_size", lambda path: sizes[path])
+    monkeypatch.setattr(agent_storage, "device_size", lambda path: sizes[path])
     monkeypatch.setattr(agent_storage.os.path, "exists", lambda path: path in sizes)
     runner = FakeRunner()
     disks = [disk("d1", 3 * GIB, active=True), disk("d2", 2 * GIB, active=True), disk("d3", 3 * GIB, active=True)]
@@ -387,7 +387,7 @@ def test_after_sweep_unreadable_device_is_skipped(monkeypatch, tmp_path):
     def broken(path):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(agent_storage, "_device_size", broken)
+    monkeypatch.setattr(agent_storage, "device_size", broken)
     runner = FakeRunner()
     assert storage(runner).after_sweep(devices(tmp_path, [("d1", 3 * GIB, 2 * GIB, True)])) == []
     assert runner.calls == []
@@ -406,7 +406,7 @@ def test_remote_extend_records_other_hosts_only(monkeypatch):
         "/sltv/agents/hostB": json.dumps({"host": "hostB"}),
     })
     checked = []
-    monkeypatch.setattr(agent_storage, "_device_size", lambda path: checked.append(path) or 2 * GIB)
+    monkeypatch.setattr(agent_storage, "device_size", lambda path: checked.append(path) or 2 * GIB)
     monkeypatch.setattr(agent_storage.os.path, "exists", lambda path: True)
     store = storage(lock={"lock_backend": "etcd"}, etcd=etcd)
     assert remote_keys(store, etcd) == ["vg0/d1"]
@@ -420,7 +420,7 @@ def test_remote_extend_records_other_hosts_only(monkeypatch):
 
 def test_remote_extend_record_refreshes_at_once(monkeypatch):
     etcd = FakeEtcd({"/sltv/extends/vg0/d1": record("hostB", disk="d1", size=3 * GIB)})
-    monkeypatch.setattr(agent_storage, "_device_size", lambda path: 2 * GIB)
+    monkeypatch.setattr(agent_storage, "device_size", lambda path: 2 * GIB)
     monkeypatch.setattr(agent_storage.os.path, "exists", lambda path: True)
     runner = FakeRunner()
     store = storage(runner, lock={"lock_backend": "etcd"}, etcd=etcd)
