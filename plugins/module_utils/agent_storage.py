@@ -26,6 +26,7 @@ from ansible_collections.sltv.core.plugins.module_utils.cluster_state import (
 )
 from ansible_collections.sltv.core.plugins.module_utils.domain_xml import lv_device_paths
 from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, LockError, SltvError
+from ansible_collections.sltv.core.plugins.module_utils.etcd_client import describe_error as describe_etcd_error
 from ansible_collections.sltv.core.plugins.module_utils.sizes import human, thin_cap
 
 AGENT_LEASE_TTL = 30  # seconds; the agents/<host> key lives this long after the agent stops refreshing it
@@ -227,7 +228,8 @@ class LvmStorage(Storage):
             self._etcd = None
             self._lease = None
             if self.log:
-                self.log.warning("etcd: %s failed: %s (will retry)", what, exc)
+                self.log.warning("etcd: %s failed: %s (will retry in %.0f s)", what, describe_etcd_error(exc),
+                                 CLUSTER_RETRY)
             return None
 
     def _put(self, client, key, value, lease):

@@ -48,6 +48,20 @@ API_PATH = "/v3/"
 _INVALID_TOKEN_MARKERS = ("invalid auth token", "auth token is expired")
 
 
+def http_error(status):
+    """The etcd3gw exception class for an HTTP status (as etcd3gw maps them), None for 200."""
+    if status == 200:
+        return None
+    by_status = {
+        500: etcd3gw_exceptions.InternalServerError,
+        503: etcd3gw_exceptions.ConnectionFailedError,
+        408: etcd3gw_exceptions.ConnectionTimeoutError,
+        504: etcd3gw_exceptions.ConnectionTimeoutError,
+        412: etcd3gw_exceptions.PreconditionFailedError,
+    }
+    return by_status.get(status, etcd3gw_exceptions.Etcd3Exception)
+
+
 # ---------------------------------------------------------------------------------------------
 # settings
 # ---------------------------------------------------------------------------------------------
@@ -376,14 +390,31 @@ class EtcdClient(Etcd3Client):
         self.session.headers["Authorization"] = body["token"]
 
     def post(self, url, *args, **kwargs):
-        """etcd3gw's post (all its calls go through here), re-authenticating once on a bad token."""
+        """All of etcd3gw's calls go through here: one request, re-authenticating once on a bad token."""
         try:
-            return super(EtcdClient, self).post(url, *args, **kwargs)
+            return self.request(url, *args, **kwargs)
         except etcd3gw_exceptions.Etcd3Exception as exc:
             if not self.user or not is_invalid_token_error(exc):
                 raise
         self.authenticate()
-        return super(EtcdClient, self).post(url, *args, **kwargs)
+        return self.request(url, *args, **kwargs)
+
+    def request(self, url, *args, **kwargs):
+        """etcd3gw's post, always with this client's timeout.
+
+        etcd3gw 2.0 (Debian 12's python3-etcd3gw) sends no timeout at all, so a stopped etcd
+        blocked the caller forever; newer versions send self.timeout. Same errors as etcd3gw."""
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            resp = self.session.post(url, *args, **kwargs)
+        except requests.exceptions.Timeout as exc:
+            raise etcd3gw_exceptions.ConnectionTimeoutError(str(exc))
+        except requests.exceptions.ConnectionError as exc:
+            raise etcd3gw_exceptions.ConnectionFailedError(str(exc))
+        error = http_error(resp.status_code)
+        if error is not None:
+            raise error(resp.text, resp.reason)
+        return resp.json()
 
     # -- small typed helpers -------------------------------------------------------------------
 

@@ -1,0 +1,87 @@
+# -*- coding: utf-8 -*-
+# Copyright: sltv.core contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""etcd_client: every request is bounded by the client's timeout, whatever etcd3gw's version."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import socket
+import threading
+import time
+
+import pytest
+
+from ansible_collections.sltv.core.plugins.module_utils import etcd_client
+
+pytest.importorskip("etcd3gw")
+from etcd3gw import exceptions as etcd3gw_exceptions  # noqa: E402  pylint: disable=wrong-import-position
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP port whose server accepts connections and never answers: a SIGSTOPped etcd."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted = []
+    done = threading.Event()
+
+    def accept():
+        server.settimeout(0.1)
+        while not done.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    yield "http://127.0.0.1:%d" % server.getsockname()[1]
+    done.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.parametrize("call", [
+    lambda client: client.get_prefix("/sltv/extends/"),
+    lambda client: client.get_kv("/sltv/x"),
+    lambda client: client.grant_lease(10),
+    lambda client: client.txn({"compare": [], "success": [], "failure": []}),
+])
+def test_a_silent_etcd_times_out_instead_of_blocking(silent_server, call):
+    client = etcd_client.EtcdClient(silent_server, timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(etcd3gw_exceptions.ConnectionTimeoutError):
+        call(client)
+    assert time.monotonic() - started < 3
+    client.close()
+
+
+def test_a_lowered_timeout_applies_to_the_next_request(silent_server):
+    client = etcd_client.EtcdClient(silent_server, timeout=30)
+    client.timeout = 0.2  # what the lock does to stay within its deadline
+    started = time.monotonic()
+    with pytest.raises(etcd3gw_exceptions.ConnectionTimeoutError):
+        client.get_kv("/k")
+    assert time.monotonic() - started < 3
+    client.close()
+
+
+@pytest.mark.parametrize("status, error", [
+    (200, None),
+    (500, "InternalServerError"),
+    (503, "ConnectionFailedError"),
+    (408, "ConnectionTimeoutError"),
+    (504, "ConnectionTimeoutError"),
+    (412, "PreconditionFailedError"),
+    (400, "Etcd3Exception"),
+])
+def test_http_errors_map_like_etcd3gw(status, error):
+    found = etcd_client.http_error(status)
+    assert (found.__name__ if found else None) == error
