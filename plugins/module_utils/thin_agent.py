@@ -557,9 +557,16 @@ class Agent(object):
         # An extend may wait up to lock_timeout (etcd down): feed systemd's watchdog before each one,
         # so that a burst of them between two loop turns never gets the agent killed.
         self._feed_watchdog()
+        # QEMU takes any threshold, whatever the device's size: arm the one for the new size while
+        # lvextend runs, so that re-arming adds nothing to the extend's latency.
+        arming = threading.Thread(target=self._arm, args=(dom, watch, disk), kwargs=dict(force=True, size=target),
+                                  name="arm-ahead")
+        arming.start()
         try:
             new_size = self.storage.extend(disk, target, timings)
         except ExtendFailed as exc:
+            arming.join()
+            self._arm(dom, watch, disk, force=True)  # back to the threshold of the size the LV still has
             watch.backoff = min(max(watch.backoff * 2, 0.5), LOCK_BACKOFF if exc.reason == "lock" else MAX_BACKOFF)
             watch.retry_at = self.clock() + watch.backoff
             self.metrics.extend_failures.inc(vg=disk.vg, reason=exc.reason)
@@ -575,7 +582,8 @@ class Agent(object):
         watch.retry_at = None
         watch.cap_reported = False
         rearm_started = self.clock()
-        self._arm(dom, watch, disk, force=True)
+        arming.join()
+        self._arm(dom, watch, disk)  # only if the LV did not end at the target (another host grew it more)
         timings["rearm"] = self.clock() - rearm_started
         timings["total"] = self.clock() - detected_at
         for phase, seconds in timings.items():
@@ -592,15 +600,17 @@ class Agent(object):
         self.storage.published(disk, new_size, timings["total"])
         return True
 
-    def _arm(self, dom, watch, disk, force=False):
+    def _arm(self, dom, watch, disk, force=False, size=None):
+        """Arm the threshold for ``size`` (default: the LV's size now)."""
+        size = disk.size if size is None else size
         policy = self._policy(disk)
-        wanted = policy.threshold(disk.size, disk.cap, watch.rate)
+        wanted = policy.threshold(size, disk.cap, watch.rate)
         if wanted is None:
             return  # at the cap: nothing left to grow, no event wanted
         current = watch.threshold
-        if not force and current is not None and watch.armed_size == disk.size:
+        if not force and current is not None and watch.armed_size == size:
             # Re-arm only for a real change of the write rate: every call is a libvirt round trip.
-            if abs(int(current) - wanted) <= max(disk.extent_size, policy.headroom(disk.size, watch.rate) // 4):
+            if abs(int(current) - wanted) <= max(disk.extent_size, policy.headroom(size, watch.rate) // 4):
                 return
         try:
             self._call(dom.setBlockThreshold, watch.dev, wanted)
@@ -611,7 +621,7 @@ class Agent(object):
             return
         watch.threshold = wanted
         watch.armed = wanted
-        watch.armed_size = disk.size
+        watch.armed_size = size
 
     def _publish_gauges(self):
         keys = []

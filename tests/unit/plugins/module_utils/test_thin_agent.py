@@ -487,6 +487,42 @@ def test_threshold_event_twice_in_one_batch_extends_once():
     assert len(setup.conn.names_called("domainListGetStats")) == 1
 
 
+def test_the_new_threshold_is_armed_while_lvextend_runs():
+    setup, dom, key = one_disk()
+    armed = dom.disks["vdb"].threshold
+    dom.disks["vdb"].allocation = armed + MIB
+    seen_during_extend = []
+    plain_extend = setup.storage.extend
+
+    def slow_extend(disk, size, timings):
+        deadline = time.monotonic() + 5
+        while dom.disks["vdb"].threshold == armed and time.monotonic() < deadline:
+            time.sleep(0.005)  # lvextend takes seconds: the arming thread runs meanwhile
+        seen_during_extend.append(dom.disks["vdb"].threshold)
+        return plain_extend(disk, size, timings)
+
+    setup.storage.extend = slow_extend
+    setup.conn.fire_threshold(dom, "vdb[4]", armed)
+    setup.drain()
+    assert seen_during_extend == [3 * GIB - 512 * MIB]
+    assert setup.storage.extends == [(key, 2 * GIB, 3 * GIB)]
+    assert dom.names_called("setBlockThreshold")[-1] == ("setBlockThreshold", "vdb[4]", 3 * GIB - 512 * MIB)
+    assert len(dom.names_called("setBlockThreshold")) == 2  # the first arm and the one ahead: none after
+
+
+def test_a_failed_extend_arms_the_threshold_of_the_size_the_lv_still_has():
+    setup, dom, key = one_disk()
+    armed = dom.disks["vdb"].threshold
+    dom.disks["vdb"].allocation = armed + MIB
+    setup.storage.failures = [ExtendFailed("cannot take the lock of VG vg0", "lock")]
+    setup.conn.fire_threshold(dom, "vdb[4]", armed)
+    setup.drain()
+    assert setup.storage.extends == []
+    arms = [call[2] for call in dom.names_called("setBlockThreshold")]
+    assert arms == [armed, 3 * GIB - 512 * MIB, armed]  # first arm, ahead of the extend, back after it failed
+    assert setup.agent.watches[(UUID1, "vdb")].armed == armed
+
+
 def test_late_duplicate_after_rearm_does_not_extend():
     setup, dom, key = one_disk()
     armed = dom.disks["vdb"].threshold
