@@ -50,7 +50,7 @@ DISK_XML = """<disk type='block' device='disk'><driver name='qemu' type='qcow2' 
 error_policy='stop'/><source dev='/dev/%s/%s'/><target dev='sda' bus='scsi'/></disk>"""
 LAUNCH = ("import sys\nfrom ansible_collections.sltv.core.plugins.module_utils.agent_main import main\n"
           "sys.exit(main())\n")
-LOG_RE = re.compile(r"extended (?P<disk>\S+) .*? (?P<phases>detect=.*)$")
+LOG_RE = re.compile(r"extended (?P<disk>\S+) .*?trigger=(?P<trigger>\S+) .*? (?P<phases>detect=.*)$")
 
 
 # -- controller side -----------------------------------------------------------------------------
@@ -86,8 +86,9 @@ def pct(values, q):
 
 
 def report(result):
-    extends = result["extends"]
-    print("thin-extend agent, test bed vm (TCG), %d extends of %d MiB, etcd lock" % (len(extends), CHUNK // MIB))
+    extends = [e for e in result["extends"] if e["trigger"] == "threshold"]
+    print("thin-extend agent, test bed vm (TCG), %d extends of %d MiB by threshold events (%d more by the sweep, "
+          "not counted), etcd lock" % (len(extends), CHUNK // MIB, len(result["extends"]) - len(extends)))
     print("%-22s %9s %9s %9s" % ("phase", "p50 s", "p99 s", "max s"))
     for phase in PHASES:
         values = [e[phase] for e in extends]
@@ -169,8 +170,10 @@ class BenchAgent(object):
         for line in self.text().splitlines():
             match = LOG_RE.search(line)
             if match:
-                found.append(dict((k, float(v.rstrip("s"))) for k, v in
-                                  (item.split("=") for item in match.group("phases").split())))
+                record = dict((k, float(v.rstrip("s"))) for k, v in
+                              (item.split("=") for item in match.group("phases").split()))
+                record["trigger"] = match.group("trigger")
+                found.append(record)
         return found
 
     def stop(self):
@@ -217,7 +220,9 @@ def worker(args):
                 if time.monotonic() > deadline:
                     raise RuntimeError("no extend after write %d (LV %d)" % (number, size))
                 time.sleep(0.02)
-            time.sleep(0.3)  # let the agent log the extend
+            deadline = time.monotonic() + 10
+            while len(agent.extends()) <= number and time.monotonic() < deadline:
+                time.sleep(0.05)  # the log line comes after the re-arm and the etcd record
         extends = agent.extends()
         agent.stop()
         agent = None

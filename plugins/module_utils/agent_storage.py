@@ -15,6 +15,7 @@ __metaclass__ = type
 import json
 import os
 import socket
+import threading
 import time
 
 from ansible_collections.sltv.core.plugins.module_utils import tags as T
@@ -110,6 +111,7 @@ class LvmStorage(Storage):
         self._cluster_up = True
         self._seen_extends = {}  # etcd key -> (size, time) already handled
         self._cluster_retry_at = 0.0
+        self._releasing = None  # the thread giving the last etcd lock back
         self.started = clock()
 
     # -- reading -----------------------------------------------------------------------------------
@@ -140,6 +142,7 @@ class LvmStorage(Storage):
     def extend(self, disk, size, timings):
         if size > disk.cap:
             raise ExtendFailed("%s: %s is above the cap %s" % (disk.key, human(size), human(disk.cap)), "cap")
+        self._wait_released()
         lock = make_vg_lock(self.config.lock, disk.vg, self.holder)
         started = time.monotonic()
         try:
@@ -161,11 +164,29 @@ class LvmStorage(Storage):
             timings["lvextend"] = time.monotonic() - started
         finally:
             self.runner.fence = None
-            lock.release()
+            self._release(lock)
         started = time.monotonic()
         new_size = self._verify(disk, size)
         timings["verify"] = time.monotonic() - started
         return new_size
+
+    def _release(self, lock):
+        """Give the VG lock back; an etcd lock off the extend's path.
+
+        Its release is two etcd requests after lvextend has run: nothing is left to protect, so the
+        extend's latency need not include them. Other hosts see the key go as soon as it would
+        otherwise; this agent's next extend (or close) waits for it first."""
+        if self.config.lock["lock_backend"] != "etcd":
+            lock.release()
+            return
+        self._releasing = threading.Thread(target=lock.release, name="lock-release")
+        self._releasing.daemon = True
+        self._releasing.start()
+
+    def _wait_released(self):
+        if self._releasing is not None:
+            self._releasing.join()
+            self._releasing = None
 
     def _classify_failure(self, disk, size, exc):
         try:
@@ -298,6 +319,7 @@ class LvmStorage(Storage):
         return keys
 
     def close(self):
+        self._wait_released()
         if self._etcd is not None and self._lease is not None:
             self._cluster("revoking the agent lease", lambda client: client.revoke_lease(self._lease))
         if self._etcd is not None:

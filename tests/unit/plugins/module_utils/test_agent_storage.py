@@ -9,6 +9,7 @@ __metaclass__ = type
 
 import json
 import os
+import time
 
 import pytest
 
@@ -281,6 +282,40 @@ def test_etcd_lock_failure_marks_the_cluster_down(monkeypatch):
         store.extend(disk(), 3 * GIB, {})
     assert info.value.reason == "lock"
     assert store.cluster_up is False
+
+
+class SlowReleaseLock(object):
+    """An etcd lock whose release takes a while (two etcd requests under load)."""
+
+    def __init__(self, events, seconds=0.3):
+        self.events = events
+        self.seconds = seconds
+
+    def acquire(self):
+        self.events.append("acquire")
+
+    def ensure_held(self):
+        pass
+
+    def release(self):
+        time.sleep(self.seconds)
+        self.events.append("released")
+
+
+def test_etcd_lock_is_released_off_the_extend_path_and_before_the_next_one(monkeypatch):
+    events = []
+    monkeypatch.setattr(agent_storage, "make_vg_lock", lambda settings, vg, holder: SlowReleaseLock(events))
+    runner = FakeRunner()
+    runner.add("d1", 2 * GIB)
+    store = storage(runner, lock={"lock_backend": "etcd"})
+    started = time.monotonic()
+    assert store.extend(disk(), 3 * GIB, {}) == 3 * GIB
+    assert time.monotonic() - started < 0.25  # did not wait for the release
+    assert events == ["acquire"]
+    store.extend(disk(size=3 * GIB), 4 * GIB, {})
+    assert events[:3] == ["acquire", "released", "acquire"]  # one holder at a time
+    store.close()
+    assert events == ["acquire", "released", "acquire", "released"]
 
 
 def test_lock_lost_before_lvextend(local_locks):
