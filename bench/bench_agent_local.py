@@ -78,7 +78,7 @@ from ansible_collections.sltv.core.plugins.module_utils.thin_agent import (  # n
 LIVE = 1  # VIR_DOMAIN_AFFECT_LIVE
 PREFIX = libvirttest.TEST_PREFIX + "bench-"  # the tests' cleanup (undefine_all) catches leftovers too
 VG = "vg_standin"
-PHASES = ("detect", "lock", "lvextend", "verify", "rearm", "total")
+PHASES = ("detect", "lock", "fence", "lvextend", "verify", "rearm", "total")
 VDSM = (0.77, 1.15, 1.39)  # VDSM's published extend latency min / avg / max, seconds
 SLTV_POLL = 15.0           # SLTV's polling interval, seconds (mean detection delay 7.5 s)
 CLK_TCK = os.sysconf("SC_CLK_TCK")

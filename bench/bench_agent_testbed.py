@@ -41,7 +41,7 @@ SCRATCH = "bench-agent-bare"
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 CHUNK = 64 * MIB
-PHASES = ("detect", "lock", "lvextend", "verify", "rearm", "total")
+PHASES = ("detect", "lock", "fence", "lvextend", "verify", "rearm", "total")
 DOMAIN_XML = """<domain type='%s'><name>%s</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>
 <os><type arch='x86_64'>hvm</type><bios rebootTimeout='-1'/></os><features><acpi/></features>
 <on_crash>destroy</on_crash><devices><controller type='scsi' index='0' model='virtio-scsi'/>

@@ -151,7 +151,7 @@ class Metrics(object):
         self.headroom = self._add(Gauge, "sltv_agent_disk_headroom_bytes", "LV size minus allocation", disk)
         self.write_rate = self._add(Gauge, "sltv_agent_disk_write_rate_bytes", "Smoothed write rate, bytes/s", disk)
         self.extend_duration = self._add(Histogram, "sltv_agent_extend_duration_seconds",
-                                         "Extend latency by phase (detect, lock, lvextend, verify, rearm, total)",
+                                         "Extend latency by phase (detect, lock, fence, lvextend, verify, rearm, total)",
                                          ("phase",))
         self.lock_wait = self._add(Histogram, "sltv_agent_lock_wait_seconds", "Time waiting for the VG lock")
         self.extends = self._add(Counter, "sltv_agent_extends_total", "LV extends done", ("vg", "trigger"))

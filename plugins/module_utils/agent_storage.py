@@ -152,8 +152,15 @@ class LvmStorage(Storage):
             raise ExtendFailed("%s: cannot take the lock of VG %s: %s" % (disk.key, disk.vg, exc), "lock")
         self._cluster_up = True
         timings["lock"] = time.monotonic() - started
+        fenced = []  # seconds spent confirming the lock right before lvextend (etcd: two requests)
+
+        def fence():
+            fence_started = time.monotonic()
+            lock.ensure_held()
+            fenced.append(time.monotonic() - fence_started)
+
         try:
-            self.runner.fence = lock.ensure_held
+            self.runner.fence = fence
             started = time.monotonic()
             try:
                 self.runner.extend_lv(disk.vg, disk.name, size)
@@ -161,7 +168,8 @@ class LvmStorage(Storage):
                 raise ExtendFailed("%s: lost the lock of VG %s before lvextend: %s" % (disk.key, disk.vg, exc), "lock")
             except CommandError as exc:
                 self._classify_failure(disk, size, exc)  # returns when another host grew it already
-            timings["lvextend"] = time.monotonic() - started
+            timings["fence"] = sum(fenced)
+            timings["lvextend"] = time.monotonic() - started - timings["fence"]
         finally:
             self.runner.fence = None
             self._release(lock)

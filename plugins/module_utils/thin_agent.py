@@ -42,6 +42,8 @@ from ansible_collections.sltv.core.plugins.module_utils.sizes import human
 
 CATALOG_MAX_AGE = 30.0  # seconds between lvm reads of the thin disks when nothing new shows up
 MAX_BACKOFF = 30.0      # seconds between retries of a failed extend (VG full, lvm error)
+# An extend's phases, as logged and in the duration histogram; fence is the lock's check right before lvextend.
+EXTEND_PHASES = ("detect", "lock", "fence", "lvextend", "verify", "rearm", "total")
 LOCK_BACKOFF = 2.0      # ... when the lock was the problem: each attempt already waits lock_timeout
 RECONNECT_BACKOFF = (0.5, 10.0)
 HISTORY = 2000          # extends kept in memory for tests and benchmarks
@@ -51,10 +53,11 @@ EVENT_LIFECYCLE, EVENT_IO_ERROR_REASON, EVENT_BLOCK_THRESHOLD = 0, 6, 24
 LIFECYCLE_STARTED, LIFECYCLE_SUSPENDED, LIFECYCLE_RESUMED = 2, 3, 4
 STATS_STATE, STATS_BLOCK = 0x1, 0x20
 STATS_ACTIVE, STATS_BACKING = 0x1, 0x40000000
-STATE_PAUSED, PAUSED_IOERROR = 3, 5
+STATE_RUNNING, STATE_PAUSED, PAUSED_IOERROR = 1, 3, 5
 DISK_ERROR_NO_SPACE = 2
 
-Event = collections.namedtuple("Event", "kind uuid dev path detail at")
+Event = collections.namedtuple("Event", "kind uuid dev path detail at excess")
+Event.__new__.__defaults__ = (None,)  # excess: bytes written past the threshold (threshold events only)
 
 
 def block_entries(record):
@@ -194,7 +197,7 @@ class Agent(object):
 
     def _on_threshold(self, conn, dom, dev, path, threshold, excess, opaque):
         self.domains[dom.UUIDString()] = dom
-        self.events.put(Event("threshold", dom.UUIDString(), dev, path, threshold, self.clock()))
+        self.events.put(Event("threshold", dom.UUIDString(), dev, path, threshold, self.clock(), excess))
 
     def _on_io_error(self, conn, dom, path, dev, action, reason, opaque):
         self.domains[dom.UUIDString()] = dom
@@ -348,6 +351,10 @@ class Agent(object):
     def _process_uuid(self, uuid, events):
         if self.conn is None:
             return
+        record = self._record_from_events(uuid, events)
+        if record is not None:
+            self._process(self.domains[uuid], record, events)
+            return
         try:
             dom = self.domains.get(uuid) or self._call(self.conn.lookupByUUIDString, uuid)
             records = self._call(self.conn.domainListGetStats, [dom], STATS_BLOCK | STATS_STATE, STATS_BACKING)
@@ -364,6 +371,37 @@ class Agent(object):
             self.log.error("cannot read the thin disks: %s", exc)
         for record_dom, record in records:
             self._process(record_dom, record, events)
+
+    def _record_from_events(self, uuid, events):
+        """A stats record built from threshold events alone, or None when a stats read is needed.
+
+        An event for the threshold armed now says where the guest writes (threshold + excess):
+        that is all the decision needs, and it saves a stats read (a QEMU round trip) on the
+        extend's path. Anything else (another event, a domain seen paused, an unknown disk, an
+        old threshold) goes the safe way, through fresh statistics."""
+        if uuid not in self.domains or uuid in self.paused or self.enospc.get(uuid):
+            return None
+        entries = []
+        for event in events:
+            if event.kind != "threshold" or event.excess is None:
+                return None
+            target = target_of(event.dev)
+            watch = self.watches.get((uuid, target))
+            if (watch is None or watch.armed is None or event.detail != watch.armed
+                    or self.paths.get(event.path) != watch.disk_key or watch.disk_key not in self.disks):
+                return None
+            if any(entry["name"] == target for entry in entries):
+                continue  # vdb and vdb[4]: one entry
+            entries.append(dict(name=target, path=event.path, allocation=int(event.detail) + int(event.excess),
+                                threshold=0, index=watch.index))  # a threshold that fired is disarmed
+        record = {"state.state": STATE_RUNNING, "block.count": len(entries)}
+        for num, entry in enumerate(entries):
+            for field, value in (("name", entry["name"]), ("path", entry["path"]),
+                                 ("allocation", entry["allocation"]), ("threshold", entry["threshold"]),
+                                 ("backingIndex", entry["index"])):
+                if value is not None:
+                    record["block.%d.%s" % (num, field)] = value
+        return record
 
     def _alive(self):
         try:
@@ -595,8 +633,7 @@ class Agent(object):
         self.history.append(record)
         self.log.info("extended %s domain=%s trigger=%s %s -> %s allocation=%s rate=%s/s %s", disk.key, watch.domain,
                       trigger, human(old_size), human(new_size), human(watch.allocation), human(int(watch.rate)),
-                      " ".join("%s=%.3fs" % (k, timings[k]) for k in ("detect", "lock", "lvextend", "verify", "rearm",
-                                                                      "total") if k in timings))
+                      " ".join("%s=%.3fs" % (k, timings[k]) for k in EXTEND_PHASES if k in timings))
         self.storage.published(disk, new_size, timings["total"])
         return True
 

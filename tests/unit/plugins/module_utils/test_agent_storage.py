@@ -215,7 +215,7 @@ def test_extend_under_the_lock(local_locks):
     timings = {}
     assert store.extend(disk(), 3 * GIB, timings) == 3 * GIB
     assert ("extend_lv", "vg0", "d1", 3 * GIB, True) in runner.calls  # fenced by the lock while it ran
-    assert sorted(timings) == ["lock", "lvextend", "verify"]
+    assert sorted(timings) == ["fence", "lock", "lvextend", "verify"]
     assert all(seconds >= 0 for seconds in timings.values())
     assert runner.fence is None
     assert len(made) == 1 and not made[0].held  # released

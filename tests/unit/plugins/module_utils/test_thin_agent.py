@@ -371,6 +371,7 @@ LIBVIRT_CONSTANTS = [
     ("STATS_BLOCK", "VIR_DOMAIN_STATS_BLOCK"),
     ("STATS_BACKING", "VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING"),
     ("STATS_ACTIVE", "VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE"),
+    ("STATE_RUNNING", "VIR_DOMAIN_RUNNING"),
     ("STATE_PAUSED", "VIR_DOMAIN_PAUSED"),
     ("PAUSED_IOERROR", "VIR_DOMAIN_PAUSED_IOERROR"),
     ("DISK_ERROR_NO_SPACE", "VIR_DOMAIN_DISK_ERROR_NO_SPACE"),
@@ -483,7 +484,37 @@ def test_threshold_event_twice_in_one_batch_extends_once():
     assert (record["disk"], record["trigger"], record["old_size"], record["new_size"]) == (key, "threshold", 2 * GIB, 3 * GIB)
     assert set(["detect", "lock", "lvextend", "verify", "rearm", "total"]) <= set(record)
     assert setup.agent.metrics.extend_duration.count(phase="total") == 1
-    # one lookup and one stats read for the batch, not one per event
+    # events for the threshold armed now say where the guest writes: no stats read on the extend's path
+    assert len(setup.conn.names_called("domainListGetStats")) == 0
+    assert setup.agent.watches[(UUID1, "vdb")].allocation == armed + MIB
+
+
+def test_a_threshold_event_with_anything_unusual_reads_fresh_stats_once():
+    setup, dom, key = one_disk()
+    armed = dom.disks["vdb"].threshold
+    dom.disks["vdb"].allocation = armed + MIB
+    setup.conn.fire_threshold(dom, "vdb[4]", armed)
+    setup.conn.fire_lifecycle(dom, LIFECYCLE_SUSPENDED, SUSPENDED_IOERROR)  # another kind of event with it
+    setup.drain()
+    assert len(setup.conn.names_called("domainListGetStats")) == 1  # one read for the batch
+    assert setup.storage.extends == [(key, 2 * GIB, 3 * GIB)]
+
+
+@pytest.mark.parametrize("what", ["old threshold", "unknown path", "paused", "no excess"])
+def test_threshold_events_the_agent_cannot_trust_alone_read_stats(what):
+    setup, dom, key = one_disk()
+    armed = dom.disks["vdb"].threshold
+    dom.disks["vdb"].allocation = armed + MIB
+    threshold, path, excess = armed, "/dev/vg0/d1", MIB
+    if what == "old threshold":
+        threshold = armed - EXTENT
+    elif what == "unknown path":
+        path = "/dev/vg0/other"
+    elif what == "paused":
+        setup.agent.paused[UUID1] = "enospc"
+    else:
+        excess = None
+    setup.agent.handle([Event("threshold", UUID1, "vdb[4]", path, threshold, setup.clock(), excess)])
     assert len(setup.conn.names_called("domainListGetStats")) == 1
 
 
