@@ -403,8 +403,17 @@ def remove_domain(conn, name):
         return False
     try:
         persistent = dom.isPersistent()  # ask first: a transient domain is gone once destroyed
-        if dom.isActive():
-            dom.destroy()
+        for attempt in range(10):
+            if not dom.isActive():
+                break
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                # Right after a libvirtd restart the domain may read as running, then refuse
+                # destroy as "not running" while libvirtd reconnects to its QEMU: look again.
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
         if persistent:
             dom.undefine()
     except libvirt.libvirtError:
