@@ -381,7 +381,8 @@ class Agent(object):
         old threshold) goes the safe way, through fresh statistics."""
         if uuid not in self.domains or uuid in self.paused or self.enospc.get(uuid):
             return None
-        entries = []
+        record = {"state.state": STATE_RUNNING}
+        targets = []
         for event in events:
             if event.kind != "threshold" or event.excess is None:
                 return None
@@ -390,17 +391,16 @@ class Agent(object):
             if (watch is None or watch.armed is None or event.detail != watch.armed
                     or self.paths.get(event.path) != watch.disk_key or watch.disk_key not in self.disks):
                 return None
-            if any(entry["name"] == target for entry in entries):
+            if target in targets:
                 continue  # vdb and vdb[4]: one entry
-            entries.append(dict(name=target, path=event.path, allocation=int(event.detail) + int(event.excess),
-                                threshold=0, index=watch.index))  # a threshold that fired is disarmed
-        record = {"state.state": STATE_RUNNING, "block.count": len(entries)}
-        for num, entry in enumerate(entries):
-            for field, value in (("name", entry["name"]), ("path", entry["path"]),
-                                 ("allocation", entry["allocation"]), ("threshold", entry["threshold"]),
-                                 ("backingIndex", entry["index"])):
-                if value is not None:
-                    record["block.%d.%s" % (num, field)] = value
+            prefix = "block.%d." % len(targets)
+            targets.append(target)
+            record.update({prefix + "name": target, prefix + "path": event.path,
+                           prefix + "allocation": int(event.detail) + int(event.excess),
+                           prefix + "threshold": 0})  # a threshold that fired is disarmed
+            if watch.index is not None:
+                record[prefix + "backingIndex"] = watch.index
+        record["block.count"] = len(targets)
         return record
 
     def _alive(self):

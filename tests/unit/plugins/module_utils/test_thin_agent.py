@@ -351,6 +351,13 @@ def one_disk(size=2 * GIB, virtual=10 * GIB, **disk_kwargs):
     return setup, dom, key
 
 
+def write_past_threshold(dom, target="vdb"):
+    """The guest wrote 1 MiB past the armed threshold; returns that threshold."""
+    armed = dom.disks[target].threshold
+    dom.disks[target].allocation = armed + MIB
+    return armed
+
+
 def pause_for_enospc(dom, target="vdb", errors=None, allocation=2 * GIB + MIB):
     """The guest wrote past the end of the 2 GiB LV: QEMU paused it (error_policy='stop')."""
     dom.state, dom.reason = PAUSED, PAUSED_IOERROR
@@ -491,8 +498,7 @@ def test_threshold_event_twice_in_one_batch_extends_once():
 
 def test_a_threshold_event_with_anything_unusual_reads_fresh_stats_once():
     setup, dom, key = one_disk()
-    armed = dom.disks["vdb"].threshold
-    dom.disks["vdb"].allocation = armed + MIB
+    armed = write_past_threshold(dom)
     setup.conn.fire_threshold(dom, "vdb[4]", armed)
     setup.conn.fire_lifecycle(dom, LIFECYCLE_SUSPENDED, SUSPENDED_IOERROR)  # another kind of event with it
     setup.drain()
@@ -503,8 +509,7 @@ def test_a_threshold_event_with_anything_unusual_reads_fresh_stats_once():
 @pytest.mark.parametrize("what", ["old threshold", "unknown path", "paused", "no excess"])
 def test_threshold_events_the_agent_cannot_trust_alone_read_stats(what):
     setup, dom, key = one_disk()
-    armed = dom.disks["vdb"].threshold
-    dom.disks["vdb"].allocation = armed + MIB
+    armed = write_past_threshold(dom)
     threshold, path, excess = armed, "/dev/vg0/d1", MIB
     if what == "old threshold":
         threshold = armed - EXTENT
@@ -520,8 +525,7 @@ def test_threshold_events_the_agent_cannot_trust_alone_read_stats(what):
 
 def test_the_new_threshold_is_armed_while_lvextend_runs():
     setup, dom, key = one_disk()
-    armed = dom.disks["vdb"].threshold
-    dom.disks["vdb"].allocation = armed + MIB
+    armed = write_past_threshold(dom)
     seen_during_extend = []
     plain_extend = setup.storage.extend
 
@@ -543,8 +547,7 @@ def test_the_new_threshold_is_armed_while_lvextend_runs():
 
 def test_a_failed_extend_arms_the_threshold_of_the_size_the_lv_still_has():
     setup, dom, key = one_disk()
-    armed = dom.disks["vdb"].threshold
-    dom.disks["vdb"].allocation = armed + MIB
+    armed = write_past_threshold(dom)
     setup.storage.failures = [ExtendFailed("cannot take the lock of VG vg0", "lock")]
     setup.conn.fire_threshold(dom, "vdb[4]", armed)
     setup.drain()
@@ -886,8 +889,7 @@ def test_failed_threshold_extend_waits_for_its_backoff():
 
 def test_retry_that_needs_no_extend_clears_the_retry():
     setup, dom, key = one_disk()
-    armed = dom.disks["vdb"].threshold
-    dom.disks["vdb"].allocation = armed + MIB
+    armed = write_past_threshold(dom)
     setup.storage.failures = [ExtendFailed("cannot take the lock of VG vg0", "lock")]
     setup.conn.fire_threshold(dom, "vdb[4]", armed)
     setup.drain()
