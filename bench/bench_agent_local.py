@@ -63,9 +63,9 @@ import libvirttest  # noqa: E402  (the real libvirtd harness of the tests)
 from libvirttest import LOSETUP_BIN, LibvirtDaemon, LibvirtSession, LoopDevice, define_nos_domain, hmp  # noqa: E402
 from agent_standin import EXTENT, LoopStorage, device_size  # noqa: E402
 
-from ansible_collections.sltv.core.plugins.module_utils.agent_config import parse_agent_config  # noqa: E402
-from ansible_collections.sltv.core.plugins.module_utils.sizes import GIB, MIB, thin_cap  # noqa: E402
-from ansible_collections.sltv.core.plugins.module_utils.thin_agent import (  # noqa: E402
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import parse_agent_config  # noqa: E402
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, MIB, thin_cap  # noqa: E402
+from ansible_collections.sltv.core.plugins.module_utils.agent.thin_agent import (  # noqa: E402
     EVENT_BLOCK_THRESHOLD,
     EVENT_IO_ERROR_REASON,
     EVENT_LIFECYCLE,

@@ -48,7 +48,7 @@ DOMAIN_XML = """<domain type='%s'><name>%s</name><memory unit='MiB'>128</memory>
 <memballoon model='none'/></devices></domain>"""
 DISK_XML = """<disk type='block' device='disk'><driver name='qemu' type='qcow2' cache='none' io='native'
 error_policy='stop'/><source dev='/dev/%s/%s'/><target dev='sda' bus='scsi'/></disk>"""
-LAUNCH = ("import sys\nfrom ansible_collections.sltv.core.plugins.module_utils.agent_main import main\n"
+LAUNCH = ("import sys\nfrom ansible_collections.sltv.core.plugins.module_utils.agent.agent_main import main\n"
           "sys.exit(main())\n")
 LOG_RE = re.compile(r"extended (?P<disk>\S+) .*?trigger=(?P<trigger>\S+) .*? (?P<phases>detect=.*)$")
 

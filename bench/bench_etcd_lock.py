@@ -25,8 +25,8 @@ import conftest  # noqa: E402
 conftest.link_collection()  # build/collections/ansible_collections/sltv/core -> this checkout
 from etcdtest import EtcdServer  # noqa: E402  (a real etcd, as the tests start it)
 
-from ansible_collections.sltv.core.plugins.module_utils import etcd_client as ec  # noqa: E402
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import make_vg_lock  # noqa: E402
+from ansible_collections.sltv.core.plugins.module_utils.infra import etcd_client as ec  # noqa: E402
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import make_vg_lock  # noqa: E402
 
 
 def percentile(samples, pct):

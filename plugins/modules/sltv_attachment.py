@@ -200,10 +200,10 @@ lock_wait:
   sample: 0.003
 """
 
-from ansible_collections.sltv.core.plugins.module_utils.attachment import AttachSpec, ensure_attachment
-from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import Hypervisor
-from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
-from ansible_collections.sltv.core.plugins.module_utils.module_args import (
+from ansible_collections.sltv.core.plugins.module_utils.ops.attachment import AttachResult, AttachSpec, ensure_attachment
+from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import Hypervisor
+from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
+from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
     host_name, lock_factory, run_or_fail, sltv_module,
 )
 
@@ -232,6 +232,7 @@ def main():
     host = host_name()
     runner = LvmRunner()
     where = "sltv_attachment %s/%s to domain %s on host %s" % (params["vg"], params["disk"], params["domain"], host)
+    partial = AttachResult()
 
     def action():
         spec = AttachSpec(params["disk"], params["vg"], params["domain"], state=params["state"],
@@ -242,11 +243,11 @@ def main():
         hypervisor = Hypervisor(params["uri"])
         try:
             return ensure_attachment(spec, runner, hypervisor, lock_factory(params, spec.vg, "sltv_attachment"),
-                                     host, module.check_mode)
+                                     host, module.check_mode, partial)
         finally:
             hypervisor.close()
 
-    result = run_or_fail(module, where, runner, action)
+    result = run_or_fail(module, where, runner, action, partial)
     for warning in result.warnings:
         module.warn(warning)
     output = dict(changed=result.changed, actions=result.actions, disk=result.disk, commands=runner.commands,

@@ -230,10 +230,10 @@ lock_wait:
   sample: 0.004
 """
 
-from ansible_collections.sltv.core.plugins.module_utils.disk import DiskSpec
-from ansible_collections.sltv.core.plugins.module_utils.disk_ops import ensure_disk
-from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
-from ansible_collections.sltv.core.plugins.module_utils.module_args import (
+from ansible_collections.sltv.core.plugins.module_utils.model.disk import DiskSpec
+from ansible_collections.sltv.core.plugins.module_utils.ops.disk_ops import DiskResult, ensure_disk
+from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
+from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
     host_name, lock_factory, run_or_fail, sltv_module,
 )
 
@@ -253,16 +253,19 @@ def main():
     params = module.params
 
     runner = LvmRunner()
+    host = host_name()
     # Every error names the disk and the host, for ad-hoc runs and AWX logs alike.
-    where = "sltv_disk %s/%s on host %s" % (params["vg"], params["name"], host_name())
+    where = "sltv_disk %s/%s on host %s" % (params["vg"], params["name"], host)
+    partial = DiskResult()
 
     def action():
         spec = DiskSpec(params["name"], params["vg"], state=params["state"], provisioning=params["provisioning"],
                         size=params["size"], initial_size=params["initial_size"], wipe=params["wipe"],
                         force=params["force"])
-        return ensure_disk(spec, runner, lock_factory(params, spec.vg, "sltv_disk"), module.check_mode)
+        return ensure_disk(spec, runner, lock_factory(params, spec.vg, "sltv_disk"), module.check_mode, host,
+                           partial)
 
-    result = run_or_fail(module, where, runner, action)
+    result = run_or_fail(module, where, runner, action, partial)
 
     for warning in result.warnings:
         module.warn(warning)

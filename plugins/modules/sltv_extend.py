@@ -129,10 +129,10 @@ lock_wait:
   sample: 0.002
 """
 
-from ansible_collections.sltv.core.plugins.module_utils.extend import ExtendSpec, ensure_extended
-from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import Hypervisor
-from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
-from ansible_collections.sltv.core.plugins.module_utils.module_args import (
+from ansible_collections.sltv.core.plugins.module_utils.ops.extend import ExtendResult, ExtendSpec, ensure_extended
+from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import Hypervisor
+from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
+from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
     host_name, lock_factory, run_or_fail, sltv_module,
 )
 
@@ -153,14 +153,15 @@ def main():
     host = host_name()
     runner = LvmRunner()
     where = "sltv_extend %s/%s on host %s" % (params["vg"], params["disk"], host)
+    partial = ExtendResult()
 
     def action():
         spec = ExtendSpec(params["disk"], params["vg"], size=params["size"], delta=params["delta"],
                           physical=params["physical"])
         return ensure_extended(spec, runner, lambda: Hypervisor(params["uri"]),
-                               lock_factory(params, spec.vg, "sltv_extend"), host, module.check_mode)
+                               lock_factory(params, spec.vg, "sltv_extend"), host, module.check_mode, partial)
 
-    result = run_or_fail(module, where, runner, action)
+    result = run_or_fail(module, where, runner, action, partial)
     for warning in result.warnings:
         module.warn(warning)
     output = dict(changed=result.changed, actions=result.actions, size=result.after["size"],

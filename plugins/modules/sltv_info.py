@@ -137,17 +137,17 @@ extends:
 """
 
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
-from ansible_collections.sltv.core.plugins.module_utils.info import gather
-from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import Hypervisor
-from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
-from ansible_collections.sltv.core.plugins.module_utils.module_args import (
+from ansible_collections.sltv.core.plugins.module_utils.ops.info import gather
+from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import Hypervisor
+from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
+from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
     host_name, lock_settings, run_or_fail, sltv_module,
 )
 
 
 def _etcd_records(params):
     # Imported here so that the local backend needs no etcd client installed.
-    from ansible_collections.sltv.core.plugins.module_utils import cluster_state, etcd_client
+    from ansible_collections.sltv.core.plugins.module_utils.infra import cluster_state, etcd_client
 
     client = etcd_client.connect(lock_settings(params))
     try:

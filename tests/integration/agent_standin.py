@@ -15,8 +15,8 @@ import subprocess
 import threading
 import time
 
-from ansible_collections.sltv.core.plugins.module_utils.agent_storage import ExtendFailed, Storage, ThinDisk, device_size
-from ansible_collections.sltv.core.plugins.module_utils.sizes import MIB
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import ExtendFailed, Storage, ThinDisk, device_size
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import MIB
 
 from libvirttest import LOSETUP_BIN
 

@@ -31,7 +31,7 @@ from lvmtest import COLLECTIONS_DIR, TEST_ENV
 pytestmark = pytest.mark.lvm
 
 LAUNCH = ("import sys\n"
-          "from ansible_collections.sltv.core.plugins.module_utils.agent_main import main\n"
+          "from ansible_collections.sltv.core.plugins.module_utils.agent.agent_main import main\n"
           "sys.exit(main())\n")
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from lvmtest import need_root_and_lvm
 
-from ansible_collections.sltv.core.plugins.module_utils.blockdev import qcow2_info, wipe_device, write_qcow2_header
+from ansible_collections.sltv.core.plugins.module_utils.infra.blockdev import qcow2_info, wipe_device, write_qcow2_header
 from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError
 
 MIB = 1024 ** 2

@@ -16,10 +16,10 @@ import uuid
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils import etcd_client
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import make_vg_lock
+from ansible_collections.sltv.core.plugins.module_utils.infra import etcd_client
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import make_vg_lock
 from ansible_collections.sltv.core.plugins.module_utils.errors import LockError, LockLost, LockTimeout
-from ansible_collections.sltv.core.plugins.module_utils.etcd_lock import EtcdVgLock
+from ansible_collections.sltv.core.plugins.module_utils.locking.etcd_lock import EtcdVgLock
 
 pytestmark = pytest.mark.etcd
 

@@ -12,8 +12,8 @@ import pytest
 
 from libvirttest import MIB
 
-from ansible_collections.sltv.core.plugins.module_utils.domain_xml import disk_element, parse_disks
-from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import DetachTimeout, DomainNotFound, Hypervisor
+from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import disk_element, parse_disks
+from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import DetachTimeout, DomainNotFound, Hypervisor
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 
 from lvmtest import COLLECTIONS_DIR, TEST_ENV, finish_module, run_module, start_module, write_commands
 
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import make_vg_lock
-from ansible_collections.sltv.core.plugins.module_utils.etcd_client import EtcdClient
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import make_vg_lock
+from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import EtcdClient
 
 pytestmark = [pytest.mark.lvm, pytest.mark.etcd]
 
@@ -86,9 +86,9 @@ def test_lock_is_really_taken(etcd_server, loop_vg):
 
 FENCED_HOLDER = textwrap.dedent("""
     import sys
-    from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import make_vg_lock
+    from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import make_vg_lock
     from ansible_collections.sltv.core.plugins.module_utils.errors import LockLost
-    from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
+    from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
     import json
     settings, vg = json.loads(sys.argv[1]), sys.argv[2]
     lock = make_vg_lock(settings, vg, "stalled-holder")

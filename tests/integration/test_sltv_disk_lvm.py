@@ -12,8 +12,8 @@ import pytest
 
 from lvmtest import finish_module, lvm, run_module, start_module, warning_texts, write_commands
 
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import LOCK_DIR
-from ansible_collections.sltv.core.plugins.module_utils.names import RESERVED_LV_PARTS
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import LOCK_DIR
+from ansible_collections.sltv.core.plugins.module_utils.model.names import RESERVED_LV_PARTS
 
 pytestmark = pytest.mark.lvm
 GIB = 1024 ** 3

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils.sizes import MIB, thin_cap
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import MIB, thin_cap
 
 from agent_standin import EXTENT, LoopStorage, device_size
 from libvirttest import run

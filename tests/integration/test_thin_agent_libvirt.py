@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils.agent_config import parse_agent_config
-from ansible_collections.sltv.core.plugins.module_utils.sizes import GIB, MIB, thin_cap
-from ansible_collections.sltv.core.plugins.module_utils.thin_agent import Agent, Event
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import parse_agent_config
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, MIB, thin_cap
+from ansible_collections.sltv.core.plugins.module_utils.agent.thin_agent import Agent, Event
 
 from agent_standin import EXTENT, LoopStorage, device_size
 from libvirttest import hmp

@@ -5,11 +5,11 @@ __metaclass__ = type
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils.agent_config import AgentConfig, parse_agent_config
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import LOCK_SETTINGS_DEFAULTS
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import AgentConfig, parse_agent_config
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import LOCK_SETTINGS_DEFAULTS
 from ansible_collections.sltv.core.plugins.module_utils.errors import ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.extend_policy import ExtendPolicy
-from ansible_collections.sltv.core.plugins.module_utils.sizes import GIB, MIB
+from ansible_collections.sltv.core.plugins.module_utils.agent.extend_policy import ExtendPolicy
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, MIB
 
 
 def config(**values):

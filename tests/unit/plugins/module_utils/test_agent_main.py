@@ -16,10 +16,10 @@ import socket
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils import agent_main
-from ansible_collections.sltv.core.plugins.module_utils.agent_main import JournalFormatter, load_config, main, setup_logging
+from ansible_collections.sltv.core.plugins.module_utils.agent import agent_main
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_main import JournalFormatter, load_config, main, setup_logging
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError, ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import LibvirtError
+from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import LibvirtError
 
 GOOD = """vgs: [vg0]
 sweep_interval: 2

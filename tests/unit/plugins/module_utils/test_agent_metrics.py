@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils.agent_metrics import (
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_metrics import (
     CONTENT_TYPE,
     LATENCY_BUCKETS,
     Counter,

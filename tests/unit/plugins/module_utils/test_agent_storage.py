@@ -13,14 +13,14 @@ import time
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils import agent_storage
-from ansible_collections.sltv.core.plugins.module_utils import tags as T
-from ansible_collections.sltv.core.plugins.module_utils.agent_config import parse_agent_config
-from ansible_collections.sltv.core.plugins.module_utils.agent_storage import ExtendFailed, LvmStorage, Storage, ThinDisk
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import FileLock, LocalVgLock
+from ansible_collections.sltv.core.plugins.module_utils.agent import agent_storage
+from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import parse_agent_config
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import ExtendFailed, LvmStorage, Storage, ThinDisk
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import FileLock, LocalVgLock
 from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, LockError, LockLost, SltvError
-from ansible_collections.sltv.core.plugins.module_utils.lvm import VgNotFound, VolumeGroup
-from ansible_collections.sltv.core.plugins.module_utils.sizes import GIB, MIB, thin_cap
+from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import VgNotFound, VolumeGroup
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, MIB, thin_cap
 
 EXTENT = 4 * MIB
 THIN_TAGS = ",".join(T.disk_tags("thin", "qcow2", 10 * GIB))

@@ -6,12 +6,12 @@ __metaclass__ = type
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils.disk import (
+from ansible_collections.sltv.core.plugins.module_utils.model.disk import (
     CREATE, MARK_DELETING, REMOVE, WIPE, WRITE_HEADER, DiskSpec, plan_disk,
 )
 from ansible_collections.sltv.core.plugins.module_utils.errors import DiskStateError, NotManagedError, ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.lvm import VolumeGroup
-from ansible_collections.sltv.core.plugins.module_utils.sizes import GIB, MIB
+from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import VolumeGroup
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, MIB
 
 EXTENT = 4 * MIB
 

@@ -8,12 +8,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils.domain_xml import (
+from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import (
     disk_element, find_disk, lv_device_paths, parse_disks, pick_target, target_name, validate_serial,
     validate_target,
 )
 from ansible_collections.sltv.core.plugins.module_utils.errors import ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.libvirt_hook import candidate_lvs, lv_of_path
+from ansible_collections.sltv.core.plugins.module_utils.hook.libvirt_hook import candidate_lvs, lv_of_path
 
 DOMAIN = """<domain type='kvm'><name>web01</name><uuid>7c1a4a1e-8f0c-4b59-9b1e-2f1d4c7e8a11</uuid>
 <devices>

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils import etcd_client
+from ansible_collections.sltv.core.plugins.module_utils.infra import etcd_client
 
 pytest.importorskip("etcd3gw")
 from etcd3gw import exceptions as etcd3gw_exceptions  # noqa: E402  pylint: disable=wrong-import-position

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils import etcd_client
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import make_vg_lock
+from ansible_collections.sltv.core.plugins.module_utils.infra import etcd_client
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import make_vg_lock
 from ansible_collections.sltv.core.plugins.module_utils.errors import LockError, LockLost
-from ansible_collections.sltv.core.plugins.module_utils.etcd_lock import (
+from ansible_collections.sltv.core.plugins.module_utils.locking.etcd_lock import (
     EtcdVgLock,
     holder_value,
     lock_key,

@@ -6,7 +6,7 @@ __metaclass__ = type
 import pytest
 
 from ansible_collections.sltv.core.plugins.module_utils.errors import ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.extend_policy import (
+from ansible_collections.sltv.core.plugins.module_utils.agent.extend_policy import (
     DEFAULT_CHUNK_MAX,
     DEFAULT_CHUNK_MIN,
     DEFAULT_HEADROOM_SECONDS,
@@ -14,7 +14,7 @@ from ansible_collections.sltv.core.plugins.module_utils.extend_policy import (
     ExtendPolicy,
     WriteRateEstimator,
 )
-from ansible_collections.sltv.core.plugins.module_utils.sizes import DEFAULT_THIN_CHUNK, GIB, MIB, thin_cap
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import DEFAULT_THIN_CHUNK, GIB, MIB, thin_cap
 
 EXTENT = 4 * MIB
 RATES = [0, 1 * MIB, 50 * MIB, 200 * MIB, 1300 * MIB, 10 * GIB]

@@ -10,8 +10,8 @@ import io
 import pytest
 
 from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError
-from ansible_collections.sltv.core.plugins.module_utils.libvirt_hook import Hook, hook_main
-from ansible_collections.sltv.core.plugins.module_utils.lvm import VgNotFound, VolumeGroup
+from ansible_collections.sltv.core.plugins.module_utils.hook.libvirt_hook import Hook, hook_main
+from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import VgNotFound, VolumeGroup
 
 UUID = "7c1a4a1e-8f0c-4b59-9b1e-2f1d4c7e8a11"
 XML = """<domain><name>web01</name><uuid>%s</uuid><devices>

@@ -5,9 +5,9 @@ __metaclass__ = type
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
 from ansible_collections.sltv.core.plugins.module_utils.errors import ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.names import validate_disk_name, validate_vg_name
+from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_disk_name, validate_vg_name
 
 GOOD = ["web01-data", "a", "A.b+c_d-1", "x" * 127, "data_mlo", "snap", "my.snapshot"]
 BAD = ["", "-lead", ".", "..", "snapshot1", "pvmove0", "disk_mlog", "x_rimage_0", "a_tdata", "x" * 128,
@@ -56,7 +56,7 @@ def test_unmanaged_tags():
 
 
 def test_device_mapper_detection(tmp_path):
-    from ansible_collections.sltv.core.plugins.module_utils.lvm import device_mapper_loaded
+    from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import device_mapper_loaded
     misc = tmp_path / "misc"
     misc.write_text("237 loop-control\n236 device-mapper\n")
     assert device_mapper_loaded(str(misc))

@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils.sd_notify import Notifier
+from ansible_collections.sltv.core.plugins.module_utils.infra.sd_notify import Notifier
 
 
 @pytest.fixture(params=["path", "abstract"])

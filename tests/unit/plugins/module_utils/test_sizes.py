@@ -6,7 +6,7 @@ __metaclass__ = type
 import pytest
 
 from ansible_collections.sltv.core.plugins.module_utils.errors import ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.sizes import GIB, MIB, TIB, human, parse_size, round_up, thin_cap
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, MIB, TIB, human, parse_size, round_up, thin_cap
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -17,12 +17,12 @@ import time
 
 import pytest
 
-from ansible_collections.sltv.core.plugins.module_utils import thin_agent
-from ansible_collections.sltv.core.plugins.module_utils.agent_config import parse_agent_config
-from ansible_collections.sltv.core.plugins.module_utils.agent_storage import ExtendFailed, Storage, ThinDisk
+from ansible_collections.sltv.core.plugins.module_utils.agent import thin_agent
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import parse_agent_config
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import ExtendFailed, Storage, ThinDisk
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
-from ansible_collections.sltv.core.plugins.module_utils.sizes import GIB, MIB, thin_cap
-from ansible_collections.sltv.core.plugins.module_utils.thin_agent import Agent, Event, block_entries, target_of
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, MIB, thin_cap
+from ansible_collections.sltv.core.plugins.module_utils.agent.thin_agent import Agent, Event, block_entries, target_of
 
 EXTENT = 4 * MIB
 UUID1 = "11111111-1111-4111-8111-111111111111"

@@ -13,7 +13,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import MIN_LOCK_TTL, make_vg_lock
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import MIN_LOCK_TTL, make_vg_lock
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 
 LOCK_ARGUMENT_SPEC = dict(
@@ -71,12 +71,22 @@ def host_name():
     return socket.gethostname()
 
 
-def run_or_fail(module, where, runner, action):
-    """Run ``action()``; any error fails the module with a message that starts with ``where``."""
+def run_or_fail(module, where, runner, action, result=None):
+    """Run ``action()``; any error fails the module with a message that starts with ``where``.
+
+    ``result`` (an OpResult) tells what had been done before the error: the failure then reports
+    ``changed=true`` and ``done``, so handlers fire and the run does not read as clean."""
     try:
         return action()
     except SltvError as exc:
-        module.fail_json(msg="%s: %s" % (where, exc), commands=runner.commands)
+        module.fail_json(**_failure(where, str(exc), runner, result))
     except Exception as exc:  # pylint: disable=broad-except  # any surprise must still fail cleanly
-        module.fail_json(msg="%s: unexpected error: %s" % (where, exc), exception=traceback.format_exc(),
-                         commands=runner.commands)
+        module.fail_json(exception=traceback.format_exc(),
+                         **_failure(where, "unexpected error: %s" % exc, runner, result))
+
+
+def _failure(where, message, runner, result):
+    done = list(result.done) if result is not None else []
+    if done:
+        message = "%s. %s" % (message.rstrip("."), result.partial())
+    return dict(msg="%s: %s" % (where, message), commands=runner.commands, changed=bool(done), done=done)

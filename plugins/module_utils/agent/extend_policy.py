@@ -17,7 +17,7 @@ __metaclass__ = type
 import math
 
 from ansible_collections.sltv.core.plugins.module_utils.errors import ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.sizes import DEFAULT_THIN_CHUNK, GIB, MIB, round_up
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import DEFAULT_THIN_CHUNK, GIB, MIB, round_up
 
 DEFAULT_CHUNK_MIN = DEFAULT_THIN_CHUNK
 DEFAULT_CHUNK_MAX = 8 * GIB

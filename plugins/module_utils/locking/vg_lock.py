@@ -20,6 +20,7 @@ __metaclass__ = type
 import errno
 import fcntl
 import os
+import stat
 import time
 
 from ansible_collections.sltv.core.plugins.module_utils.errors import LockError, LockTimeout
@@ -76,6 +77,46 @@ class VgLock(object):
         return False
 
 
+def ensure_lock_dir(directory):
+    """Create ``directory`` 0700, or check that the existing one is a real directory of ours.
+
+    /run/lock is world-writable: another local user could pre-create the directory or plant a
+    symlink in it to make sltv lock, or truncate, a file of their choosing."""
+    parent = os.path.dirname(directory)
+    if parent and not os.path.isdir(parent):
+        os.makedirs(parent, 0o755)
+    try:
+        os.mkdir(directory, 0o700)
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:
+            raise LockError("cannot create lock directory %s: %s" % (directory, exc))
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise LockError("lock directory %s is not a directory (a symlink?): remove it; sltv creates it" % directory)
+    if info.st_uid != os.geteuid():
+        raise LockError("lock directory %s belongs to uid %d, not to uid %d that runs sltv: remove it "
+                        "(another user may have created it to interfere with sltv's locks)"
+                        % (directory, info.st_uid, os.geteuid()))
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(directory, 0o700)  # ours: an older sltv made it 0755
+
+
+def open_lock_file(path):
+    """Open (create) a lock file without following a link; it must be a regular file of ours."""
+    ensure_lock_dir(os.path.dirname(path))
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LockError("lock file %s is a symlink: remove it; sltv never follows links there" % path)
+        raise LockError("cannot open lock file %s: %s" % (path, exc))
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        raise LockError("lock file %s is not a regular file of uid %d: remove it" % (path, os.geteuid()))
+    return fd
+
+
 class FileLock(object):
     """An flock(2) lock file; waits up to ``timeout`` seconds. Used per VG and per host."""
 
@@ -85,13 +126,7 @@ class FileLock(object):
         self._fd = None
 
     def acquire(self):
-        directory = os.path.dirname(self.path)
-        try:
-            os.makedirs(directory, mode=0o755)
-        except OSError as exc:
-            if exc.errno != errno.EEXIST:
-                raise LockError("cannot create lock directory %s: %s" % (directory, exc))
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_lock_file(self.path)
         deadline = time.monotonic() + self.timeout
         delay = 0.005
         while True:
@@ -157,7 +192,7 @@ def make_vg_lock(settings, vg, holder):
         return LocalVgLock(vg, holder, merged["lock_timeout"])
     if backend == "etcd":
         # Imported here so that the local backend needs no etcd client installed.
-        from ansible_collections.sltv.core.plugins.module_utils.etcd_lock import EtcdVgLock
+        from ansible_collections.sltv.core.plugins.module_utils.locking.etcd_lock import EtcdVgLock
 
         return EtcdVgLock.from_settings(merged, vg, holder)
     raise LockError("unknown lock_backend %r: use 'local' or 'etcd'" % (backend,))

@@ -11,10 +11,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.sltv.core.plugins.module_utils import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.model import ownership as O
+from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
 from ansible_collections.sltv.core.plugins.module_utils.errors import DiskStateError, NotManagedError, ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.names import validate_disk_name, validate_vg_name
-from ansible_collections.sltv.core.plugins.module_utils.sizes import (
+from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_disk_name, validate_vg_name
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import (
     DEFAULT_THIN_CHUNK, SECTOR, human, parse_size, round_up, thin_cap,
 )
 
@@ -77,18 +78,17 @@ class Disk(object):
         self.attachments = facts.get(T.ATTACHED, [])
         self.tags = sorted(lv.tags)  # lvm2 reports tags sorted
 
-    def describe_attachments(self):
-        parts = []
-        for value in self.attachments:
-            host, domain = T.split_attachment(value)
-            parts.append("domain %s on host %s" % (domain or "?", host or "?"))
-        return "; ".join(parts)
+    @property
+    def claims(self):
+        """The ownership claims of the disk (model.ownership.Claim), from its sltv_attached tags."""
+        return O.claims_of(self.attachments)
 
     def to_dict(self):
         return {
             "name": self.name, "vg": self.vg, "path": self.path, "kind": self.kind,
             "format": self.format, "size": self.size, "virtual_size": self.virtual_size,
             "initialized": self.initialized, "attachments": list(self.attachments),
+            "claims": [c.to_dict() for c in self.claims],
             "lv_tags": list(self.tags), "exists": True,
         }
 
@@ -119,23 +119,20 @@ class DiskPlan(object):
         return bool(self.actions)
 
 
-def plan_disk(spec, vg, can_activate=True):
-    """Decide what ``spec`` needs on ``vg`` (a lvm.VolumeGroup). Raises on anything unsafe."""
+def plan_disk(spec, vg, can_activate=True, host=""):
+    """Decide what ``spec`` needs on ``vg`` (a lvm.VolumeGroup) on ``host``. Raises on anything unsafe."""
     lv = vg.lvs.get(spec.name)
     disk = Disk(vg, lv) if lv is not None else None
     if spec.state == "absent":
-        return _plan_absent(spec, disk, can_activate)
+        return _plan_absent(spec, disk, can_activate, host)
     return _plan_present(spec, vg, disk, can_activate)
 
 
-def _plan_absent(spec, disk, can_activate):
+def _plan_absent(spec, disk, can_activate, host):
     if disk is None:
         return DiskPlan([], absent_dict(spec), absent_dict(spec))
     where = "disk %s in VG %s" % (disk.name, disk.vg)
-    if disk.attachments and not spec.force:
-        raise DiskStateError(
-            "%s is attached to %s: detach it first (sltv.core.sltv_attachment state=absent), "
-            "or set force=true to delete it anyway" % (where, disk.describe_attachments()))
+    O.decide(O.DELETE, where, disk.claims, host, force=spec.force)
     if disk.lv.open:
         raise DiskStateError(
             "%s is open on this host (a process such as QEMU holds it): stop or detach the user first"
@@ -157,8 +154,8 @@ def _plan_present(spec, vg, disk, can_activate):
     if disk is None:
         return _plan_create(spec, vg, where, can_activate)
     if disk.deleting:
-        raise DiskStateError("%s is half-deleted (an earlier delete stopped after marking it): "
-                             "finish with state=absent" % where)
+        raise DiskStateError("%s is being deleted (tag %s: a delete is running, or one was cut off): "
+                             "state=absent finishes it" % (where, T.DELETING_TAG))
     if disk.kind != spec.provisioning:
         raise DiskStateError("%s exists as a %s disk, not %s: a disk's kind cannot be changed"
                              % (where, disk.kind, spec.provisioning))

@@ -18,17 +18,17 @@ import socket
 import threading
 import time
 
-from ansible_collections.sltv.core.plugins.module_utils import tags as T
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import make_vg_lock
-from ansible_collections.sltv.core.plugins.module_utils.cluster_state import (
+from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import make_vg_lock
+from ansible_collections.sltv.core.plugins.module_utils.infra.cluster_state import (
     EXTEND_RECORD_TTL,
     agent_key,
     extend_key,
 )
-from ansible_collections.sltv.core.plugins.module_utils.domain_xml import lv_device_paths
+from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import lv_device_paths
 from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, LockError, SltvError
-from ansible_collections.sltv.core.plugins.module_utils.etcd_client import describe_error as describe_etcd_error
-from ansible_collections.sltv.core.plugins.module_utils.sizes import human, thin_cap
+from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import describe_error as describe_etcd_error
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import human, thin_cap
 
 AGENT_LEASE_TTL = 30  # seconds; the agents/<host> key lives this long after the agent stops refreshing it
 CLUSTER_RETRY = 15.0  # seconds between etcd attempts while it does not answer: a sweep must not block on it
@@ -262,7 +262,7 @@ class LvmStorage(Storage):
             return None
 
     def _put(self, client, key, value, lease):
-        from ansible_collections.sltv.core.plugins.module_utils.etcd_client import request_put, txn_body
+        from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import request_put, txn_body
 
         client.txn(txn_body([], [request_put(key, json.dumps(value, sort_keys=True), lease)]))
 
@@ -313,7 +313,7 @@ class LvmStorage(Storage):
         return refreshed
 
     def _remote_extends(self, client):
-        from ansible_collections.sltv.core.plugins.module_utils.cluster_state import recent_extends
+        from ansible_collections.sltv.core.plugins.module_utils.infra.cluster_state import recent_extends
 
         keys = []
         for record in recent_extends(client, self.config.lock["lock_prefix"]):

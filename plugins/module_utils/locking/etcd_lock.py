@@ -30,10 +30,10 @@ import socket
 import threading
 import time
 
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import LOCK_SETTINGS_DEFAULTS, MIN_LOCK_TTL as MIN_TTL, VgLock
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import LOCK_SETTINGS_DEFAULTS, MIN_LOCK_TTL as MIN_TTL, VgLock
 from ansible_collections.sltv.core.plugins.module_utils.errors import LockError, LockLost, LockTimeout
-from ansible_collections.sltv.core.plugins.module_utils import etcd_client
-from ansible_collections.sltv.core.plugins.module_utils.etcd_client import (
+from ansible_collections.sltv.core.plugins.module_utils.infra import etcd_client
+from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import (
     compare_create_revision,
     first_range_kv,
     header_revision,

@@ -15,12 +15,14 @@ __metaclass__ = type
 import json
 import os
 
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import LOCK_DIR, FileLock
-from ansible_collections.sltv.core.plugins.module_utils.commands import run
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import LOCK_DIR, FileLock
+from ansible_collections.sltv.core.plugins.module_utils.infra.commands import run
 from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, SltvError
 
 HOST_LOCK_PATH = os.path.join(LOCK_DIR, "lvm-host.lock")
 HOST_LOCK_TIMEOUT = 300
+# Every lvm command is bounded: a command stuck on a dead LUN must not hold the VG lock forever.
+LVM_COMMAND_TIMEOUT = 120
 
 # Test-only setting for machines without device-mapper: lvm2 runs with --driverloaded n, so
 # metadata commands are real but nothing can be activated. Never set on a hypervisor.
@@ -80,9 +82,10 @@ class VolumeGroup(object):
 class LvmRunner(object):
     """Runs lvm2 commands. ``fence`` is called before every command that writes."""
 
-    def __init__(self, fence=None, host_lock_path=HOST_LOCK_PATH, environ=None):
+    def __init__(self, fence=None, host_lock_path=HOST_LOCK_PATH, environ=None, timeout=LVM_COMMAND_TIMEOUT):
         environ = os.environ if environ is None else environ
         self.fence = fence
+        self.timeout = timeout
         self.activation_enabled = environ.get(NO_ACTIVATION_ENV, "") not in ("1", "true", "yes")
         self.commands = []  # every argv run, for results and tests
         self._host_lock_path = host_lock_path
@@ -93,13 +96,16 @@ class LvmRunner(object):
         if not self.activation_enabled:
             at = 2 if argv[0] == "lvm" else 1  # right after the (sub)command name
             argv[at:at] = ["--driverloaded", "n"]
-        if write and self.fence is not None:
-            self.fence()
         host_lock = FileLock(self._host_lock_path, HOST_LOCK_TIMEOUT)
         host_lock.acquire()
         try:
+            # Fence after the host-lock wait, right before the command: a lease that expired while
+            # this process waited for another lvm command on the host stops the write here.
+            if write and self.fence is not None:
+                self.fence()
             self.commands.append(argv)
-            return run(argv, env={"LVM_SUPPRESS_FD_WARNINGS": "1"}, clean_stderr=_strip_warnings)
+            return run(argv, timeout=self.timeout, env={"LVM_SUPPRESS_FD_WARNINGS": "1"},
+                       clean_stderr=_strip_warnings)
         finally:
             host_lock.release()
 

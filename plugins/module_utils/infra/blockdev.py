@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import json
 
-from ansible_collections.sltv.core.plugins.module_utils.commands import run
+from ansible_collections.sltv.core.plugins.module_utils.infra.commands import run
 
 
 def write_qcow2_header(device, virtual_size):

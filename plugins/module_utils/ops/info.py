@@ -11,9 +11,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.sltv.core.plugins.module_utils import tags as T
-from ansible_collections.sltv.core.plugins.module_utils.disk import THIN, Disk
-from ansible_collections.sltv.core.plugins.module_utils.domain_xml import lv_device_paths
+from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.model.disk import THIN, Disk
+from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import lv_device_paths
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 
 
@@ -54,9 +54,8 @@ def gather(runner, host, hypervisor=None, vgs=None, disk=None, domain=None):
             if disk is not None and item.name != disk:
                 continue
             entry = dict(item.to_dict(), thin=item.kind == THIN, active_here=item.lv.active, attached=[])
-            for value in item.attachments:
-                att_host, uuid = T.split_attachment(value)
-                entry["attached"].append(dict(host=att_host, domain_uuid=uuid, here=att_host == host))
+            for claim in item.claims:
+                entry["attached"].append(dict(claim.to_dict(), here=claim.host == host))
             entry["local_domains"] = _local_users(hypervisor, disk_users, vg.name, item.name, warnings)
             if domain is not None and not _matches_domain(entry, domain):
                 continue
@@ -65,6 +64,6 @@ def gather(runner, host, hypervisor=None, vgs=None, disk=None, domain=None):
 
 
 def _matches_domain(entry, domain):
-    if any(a["domain_uuid"] == domain for a in entry["attached"]):
+    if any(domain in (a["domain_uuid"], a["domain_name"]) for a in entry["attached"]):
         return True
     return any(u["domain"] == domain or u["domain_uuid"] == domain for u in entry["local_domains"])

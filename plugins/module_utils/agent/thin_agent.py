@@ -31,14 +31,14 @@ try:
 except ImportError:  # Python 2 (ansible-test imports every module_utils with it)
     import Queue as queue  # noqa: N813
 
-from ansible_collections.sltv.core.plugins.module_utils.agent_metrics import Metrics
-from ansible_collections.sltv.core.plugins.module_utils.agent_storage import ExtendFailed
-from ansible_collections.sltv.core.plugins.module_utils.domain_xml import parse_disks
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_metrics import Metrics
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import ExtendFailed
+from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import parse_disks
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
-from ansible_collections.sltv.core.plugins.module_utils.extend_policy import WriteRateEstimator
-from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import LibvirtError, import_libvirt
-from ansible_collections.sltv.core.plugins.module_utils.sd_notify import Notifier
-from ansible_collections.sltv.core.plugins.module_utils.sizes import human
+from ansible_collections.sltv.core.plugins.module_utils.agent.extend_policy import WriteRateEstimator
+from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import LibvirtError, import_libvirt
+from ansible_collections.sltv.core.plugins.module_utils.infra.sd_notify import Notifier
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import human
 
 CATALOG_MAX_AGE = 30.0  # seconds between lvm reads of the thin disks when nothing new shows up
 MAX_BACKOFF = 30.0      # seconds between retries of a failed extend (VG full, lvm error)

@@ -11,17 +11,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.sltv.core.plugins.module_utils.cluster_lock import LOCK_SETTINGS_DEFAULTS, MIN_LOCK_TTL
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import LOCK_SETTINGS_DEFAULTS, MIN_LOCK_TTL
 from ansible_collections.sltv.core.plugins.module_utils.errors import ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.extend_policy import (
+from ansible_collections.sltv.core.plugins.module_utils.agent.extend_policy import (
     DEFAULT_CHUNK_MAX,
     DEFAULT_CHUNK_MIN,
     DEFAULT_EXTENT_SIZE,
     DEFAULT_HEADROOM_SECONDS,
     ExtendPolicy,
 )
-from ansible_collections.sltv.core.plugins.module_utils.names import validate_vg_name
-from ansible_collections.sltv.core.plugins.module_utils.sizes import human, parse_size
+from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_vg_name
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import human, parse_size
 
 DEFAULTS = {
     "vgs": None,  # required

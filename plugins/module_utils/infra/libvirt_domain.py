@@ -10,7 +10,7 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.sltv.core.plugins.module_utils.domain_xml import (
+from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import (
     detach_element, looks_like_uuid, parse_disks,
 )
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError

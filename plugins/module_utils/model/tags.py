@@ -21,7 +21,7 @@ FORMAT = "format"      # raw | qcow2
 VSIZE = "vsize"        # virtual size in bytes (what the guest sees)
 INIT = "init"          # "pending" while a thin disk's qcow2 header is not written yet
 STATE = "state"        # "deleting" between the start of a wiping delete and lvremove
-ATTACHED = "attached"  # <host>:<domain uuid>, one tag per attachment (sltv_attachment)
+ATTACHED = "attached"  # a claim <host>:<uuid>:<mode>:<name>, one per attachment (model/ownership.py)
 
 _PREFIX = MANAGED + "_"
 INIT_PENDING_TAG = _PREFIX + INIT + "=pending"
@@ -67,18 +67,6 @@ def disk_tags(kind, fmt, virtual_size, pending_init=False):
     if pending_init:
         tags.append(INIT_PENDING_TAG)
     return tags
-
-
-def attachment_value(host, domain_uuid):
-    """The value of an ``sltv_attached`` tag: the domain's UUID is the identity, the host is where
-    it was attached last (a live migration moves the domain; the next attachment run updates it)."""
-    return "%s:%s" % (host, domain_uuid)
-
-
-def split_attachment(value):
-    """``host:uuid`` -> (host, uuid)."""
-    host, sep, uuid = value.rpartition(":")
-    return (host, uuid) if sep else ("", value)
 
 
 def split_tags(lv_tags):

@@ -21,13 +21,13 @@ import sys
 import threading
 import time
 
-from ansible_collections.sltv.core.plugins.module_utils.agent_config import parse_agent_config
-from ansible_collections.sltv.core.plugins.module_utils.agent_metrics import Metrics, serve
-from ansible_collections.sltv.core.plugins.module_utils.agent_storage import LvmStorage
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import parse_agent_config
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_metrics import Metrics, serve
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import LvmStorage
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError, ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner
-from ansible_collections.sltv.core.plugins.module_utils.sd_notify import Notifier
-from ansible_collections.sltv.core.plugins.module_utils.thin_agent import Agent
+from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
+from ansible_collections.sltv.core.plugins.module_utils.infra.sd_notify import Notifier
+from ansible_collections.sltv.core.plugins.module_utils.agent.thin_agent import Agent
 
 VERSION = "1.0.0"
 DEFAULT_CONFIG = "/etc/sltv/agent.yml"
@@ -70,7 +70,7 @@ def load_config(path):
         raise ValidationError("%s: %s" % (path, exc))
     if config.lock["lock_backend"] == "etcd":
         try:
-            from ansible_collections.sltv.core.plugins.module_utils.etcd_client import (  # pylint: disable=import-outside-toplevel
+            from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import (  # pylint: disable=import-outside-toplevel
                 validate_connection_settings,
             )
 
@@ -84,7 +84,7 @@ def load_config(path):
 
 
 def _etcd_connect(settings):
-    from ansible_collections.sltv.core.plugins.module_utils.etcd_client import connect  # pylint: disable=import-outside-toplevel
+    from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import connect  # pylint: disable=import-outside-toplevel
 
     return connect(settings, deadline=time.monotonic() + ETCD_START_TIMEOUT)
 

@@ -25,13 +25,15 @@ __metaclass__ = type
 
 import os
 import re
+import socket
 import sys
 import syslog
 
-from ansible_collections.sltv.core.plugins.module_utils import tags as T
-from ansible_collections.sltv.core.plugins.module_utils.domain_xml import domain_uuid, parse_disks
+from ansible_collections.sltv.core.plugins.module_utils.model import ownership as O
+from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import domain_uuid, parse_disks
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
-from ansible_collections.sltv.core.plugins.module_utils.lvm import LvmRunner, VgNotFound
+from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner, VgNotFound
 
 STATE_DIR = "/run/sltv/hook"
 _DEV_PATH = re.compile(r"^/dev/(?!mapper/)([A-Za-z0-9+_.-]+)/([A-Za-z0-9+_.-]+)$")
@@ -60,7 +62,7 @@ def candidate_lvs(xml_text):
 
 
 def managed_lvs(runner, xml_text):
-    """[(vg, lv, shareable, vg_shared, active)] of the domain's disks that are sltv LVs."""
+    """[(vg, lv, shareable, vg_shared, active, claims)] of the domain's disks that are sltv LVs."""
     wanted = candidate_lvs(xml_text)
     result = []
     for vg_name in sorted(set(vg for vg, _lv, _s in wanted)):
@@ -71,15 +73,17 @@ def managed_lvs(runner, xml_text):
         for name, lv_name, shareable in wanted:
             lv = vg.lvs.get(lv_name) if name == vg_name else None
             if lv is not None and T.MANAGED in lv.tags:
-                result.append((vg_name, lv_name, shareable, vg.shared, lv.active))
+                claims = O.claims_of(T.parse_tags(lv.tags)[1].get(T.ATTACHED, []))
+                result.append((vg_name, lv_name, shareable, vg.shared, lv.active, claims))
     return result
 
 
 class Hook(object):
-    def __init__(self, runner=None, state_dir=STATE_DIR, log=None):
+    def __init__(self, runner=None, state_dir=STATE_DIR, log=None, host=None):
         self.runner = runner or LvmRunner()
         self.state_dir = state_dir
         self.log = log or _syslog
+        self.host = host or socket.gethostname()
 
     def _marker(self, uuid):
         return os.path.join(self.state_dir, "incoming-%s" % uuid)
@@ -113,7 +117,13 @@ class Hook(object):
     def _activate(self, domain, xml_text):
         uuid = domain_uuid(xml_text)
         incoming = bool(uuid) and os.path.exists(self._marker(uuid))
-        for vg, lv, shareable, vg_shared, active in managed_lvs(self.runner, xml_text):
+        found = managed_lvs(self.runner, xml_text)
+        # The ownership rule first, for every disk: a domain that may not have one of its disks
+        # activates none of them (libvirt then refuses to start it, with this message).
+        for vg, lv, shareable, _vg_shared, _active, claims in found:
+            O.decide(O.ACTIVATE, "sltv hook: disk %s in VG %s" % (lv, vg), claims, self.host, uuid, domain,
+                     shareable=shareable, incoming=incoming)
+        for vg, lv, shareable, vg_shared, active, _claims in found:
             if active:
                 continue
             # On an lvmlockd VG the source of a migration holds the LV: the destination can only
@@ -129,7 +139,7 @@ class Hook(object):
     def _deactivate(self, domain, xml_text):
         self._clear_incoming(xml_text)
         failures = []
-        for vg, lv, _shareable, _vg_shared, active in managed_lvs(self.runner, xml_text):
+        for vg, lv, _shareable, _vg_shared, active, _claims in managed_lvs(self.runner, xml_text):
             if not active:
                 continue
             try:

@@ -15,15 +15,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.sltv.core.plugins.module_utils import tags as T
-from ansible_collections.sltv.core.plugins.module_utils.attachment import read_disk
-from ansible_collections.sltv.core.plugins.module_utils.blockdev import qcow2_info, resize_qcow2
-from ansible_collections.sltv.core.plugins.module_utils.critical_section import CriticalSection
-from ansible_collections.sltv.core.plugins.module_utils.disk import THICK
-from ansible_collections.sltv.core.plugins.module_utils.domain_xml import lv_device_paths
+from ansible_collections.sltv.core.plugins.module_utils.model import ownership as O
+from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.ops.attachment import read_disk
+from ansible_collections.sltv.core.plugins.module_utils.infra.blockdev import qcow2_info, resize_qcow2
+from ansible_collections.sltv.core.plugins.module_utils.locking.write_path import WritePath
+from ansible_collections.sltv.core.plugins.module_utils.ops.result import OpResult
+from ansible_collections.sltv.core.plugins.module_utils.model.disk import THICK
+from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import lv_device_paths
 from ansible_collections.sltv.core.plugins.module_utils.errors import DiskStateError, SltvError, ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.names import validate_disk_name, validate_vg_name
-from ansible_collections.sltv.core.plugins.module_utils.sizes import SECTOR, human, parse_size, round_up, thin_cap
+from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_disk_name, validate_vg_name
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import SECTOR, human, parse_size, round_up, thin_cap
 
 LVEXTEND = "lvextend"
 RESIZE_GUEST = "resize_guest"      # blockResize on a running domain
@@ -44,15 +46,23 @@ class ExtendSpec(object):
         self.physical = None if physical is None else parse_size(physical, "physical of disk %s" % disk)
 
 
-class ExtendResult(object):
+class ExtendResult(OpResult):
     def __init__(self):
-        self.changed = False
-        self.actions = []
-        self.warnings = []
-        self.lock_wait = 0.0
+        super(ExtendResult, self).__init__()
         self.before = {}
         self.after = {}
         self.guests = []  # [{domain, target, capacity}] running domains here that use the disk
+
+
+class ExtendPlan(object):
+    """What an extend needs, decided from one read of the VG and of the guests (pure data)."""
+
+    def __init__(self, disk, lv_size, wanted, users, actions):
+        self.disk = disk
+        self.lv_size = lv_size      # the LV size afterwards
+        self.wanted = wanted        # the size the guest sees afterwards
+        self.users = users          # [(Domain, DomainDisk, resize?)]
+        self.actions = actions
 
 
 def _running_users(hypervisor, disk):
@@ -62,13 +72,29 @@ def _running_users(hypervisor, disk):
     return [(dom, dd) for dom, dd, live in hypervisor.users_of(lv_device_paths(disk.vg, disk.name)) if live]
 
 
-def ensure_extended(spec, runner, hypervisor_factory, lock_factory, host, check_mode=False):
+def ensure_extended(spec, runner, hypervisor_factory, lock_factory, host, check_mode=False, result=None):
     """``hypervisor_factory()`` opens libvirt (a libvirt_domain.Hypervisor). libvirt must answer when
-    the tags record an attachment; otherwise it is only asked if it is there (disks attached by hand)."""
+    the tags record an attachment; otherwise it is only asked if it is there (disks attached by hand).
+
+    The plan made before the lock only says whether to take it: under the lock the VG and the
+    guests are read again and the extend is decided again, so concurrent extends from several hosts
+    (``delta`` included) all count. The guest resize and the tag swap happen in the same critical
+    section as the lvextend: each is short (blockResize, qemu-img resize)."""
+    result = ExtendResult() if result is None else result
     vg, disk = read_disk(runner, spec.vg, spec.disk)
     hypervisor = _open_hypervisor(hypervisor_factory, required=bool(disk.attachments))
     try:
-        return _extend(spec, runner, hypervisor, lock_factory, host, check_mode, vg, disk)
+        plan = _plan(spec, vg, disk, hypervisor, host)
+        _report(result, plan)
+        if not plan.actions or check_mode:
+            return result
+        with WritePath(runner, lock_factory, spec.vg, result) as fresh_vg:
+            disk = read_disk(runner, spec.vg, spec.disk, fresh_vg)[1]
+            plan = _plan(spec, fresh_vg, disk, hypervisor, host)
+            _report(result, plan)
+            _apply(spec, runner, plan, fresh_vg.shared, result)
+        result.changed = bool(result.done)
+        return result
     finally:
         if hypervisor is not None:
             hypervisor.close()
@@ -83,14 +109,19 @@ def _open_hypervisor(factory, required):
         return None
 
 
-def _extend(spec, runner, hypervisor, lock_factory, host, check_mode, vg, disk):
-    result = ExtendResult()
+def _report(result, plan):
+    disk = plan.disk
+    result.actions = list(plan.actions)
+    result.changed = bool(plan.actions)
+    result.before = dict(size=disk.size, virtual_size=disk.virtual_size)
+    result.after = dict(size=plan.lv_size, virtual_size=plan.wanted)
+    size_of_guest = plan.lv_size if disk.kind == THICK else plan.wanted
+    result.guests = [dict(domain=dom.name, target=dd.target, capacity=size_of_guest) for dom, dd, _r in plan.users]
+
+
+def _plan(spec, vg, disk, hypervisor, host):
     where = "disk %s in VG %s" % (disk.name, disk.vg)
-    elsewhere = [T.split_attachment(v) for v in disk.attachments if T.split_attachment(v)[0] != host]
-    if elsewhere:
-        raise DiskStateError("%s is attached to domain %s on host %s: extend it there (delegate_to: %s), so that "
-                             "the running guest sees the new size" % (where, elsewhere[0][1], elsewhere[0][0],
-                                                                      elsewhere[0][0]))
+    O.decide(O.EXTEND, where, disk.claims, host)
     users = _running_users(hypervisor, disk)
     current = disk.size if disk.kind == THICK else disk.virtual_size
     if spec.size is not None:
@@ -121,53 +152,45 @@ def _extend(spec, runner, hypervisor, lock_factory, host, check_mode, vg, disk):
     actions = []
     if lv_size > disk.size:
         actions.append(LVEXTEND)
-    guests = []
+    planned_users = []
+    guest_wanted = lv_size if disk.kind == THICK else wanted
     for dom, dd in users:
         capacity = dom.block_info(dd.target)[0]
-        guest_wanted = lv_size if disk.kind == THICK else wanted
         if capacity > guest_wanted:
             raise DiskStateError("%s is %s in domain %s, more than the %s asked: never shrunk"
                                  % (where, human(capacity), dom.name, human(guest_wanted)))
-        guests.append(dict(domain=dom.name, target=dd.target, capacity=capacity, resize=capacity < guest_wanted))
-        result.guests.append(dict(domain=dom.name, target=dd.target, capacity=guest_wanted))
-    if any(g["resize"] for g in guests):
+        planned_users.append((dom, dd, capacity < guest_wanted))
+    if any(resize for _d, _dd, resize in planned_users):
         actions.append(RESIZE_GUEST)
     if disk.kind != THICK and not users and wanted > disk.virtual_size:
+        if disk.lv.active:
+            raise DiskStateError("%s is active on this host but no running domain here uses it: something else "
+                                 "may have its image open, so qemu-img does not touch it; deactivate it (lvchange "
+                                 "-an) or run the extend where its domain runs" % where)
         actions.append(RESIZE_IMAGE)
     if wanted != disk.virtual_size:
         actions.append(TAG_VSIZE)
-    result.actions = actions
-    result.changed = bool(actions)
-    result.before = dict(size=disk.size, virtual_size=disk.virtual_size)
-    result.after = dict(size=lv_size, virtual_size=wanted)
-    if not actions or check_mode:
-        return result
+    return ExtendPlan(disk, lv_size, wanted, planned_users, actions)
 
-    if LVEXTEND in actions:
-        _locked(runner, lock_factory, result, lambda: runner.extend_lv(spec.vg, spec.disk, lv_size))
-    size_of_guest = lv_size if disk.kind == THICK else wanted
-    for (dom, dd), guest in zip(users, guests):
-        if guest["resize"]:
+
+def _apply(spec, runner, plan, vg_shared, result):
+    disk = plan.disk
+    if LVEXTEND in plan.actions:
+        runner.extend_lv(spec.vg, spec.disk, plan.lv_size)
+        result.did(LVEXTEND)
+    size_of_guest = plan.lv_size if disk.kind == THICK else plan.wanted
+    for dom, dd, resize in plan.users:
+        if resize:
             dom.block_resize(dd.target, size_of_guest)
-    if RESIZE_IMAGE in actions:
-        _resize_image(runner, disk, wanted, vg.shared)
-    if TAG_VSIZE in actions:
-        _locked(runner, lock_factory, result, lambda: _retag_vsize(runner, spec, wanted))
-    return result
-
-
-def _locked(runner, lock_factory, result, work):
-    waits = []
-    with CriticalSection(runner, lock_factory, waits, result.warnings):
-        work()
-    result.lock_wait += sum(waits)
-
-
-def _retag_vsize(runner, spec, wanted):
-    """Swap the vsize tag for ``wanted``; the old one is read under the lock, where it cannot move."""
-    fresh = read_disk(runner, spec.vg, spec.disk)[1]
-    old = [t for t in fresh.tags if t.startswith("%s_%s=" % (T.MANAGED, T.VSIZE))]
-    runner.change_tags(spec.vg, spec.disk, add=[T.make_tag(T.VSIZE, wanted)], delete=old)
+    if RESIZE_GUEST in plan.actions:
+        result.did(RESIZE_GUEST)
+    if RESIZE_IMAGE in plan.actions:
+        _resize_image(runner, disk, plan.wanted, vg_shared)
+        result.did(RESIZE_IMAGE)
+    if TAG_VSIZE in plan.actions:
+        old = [t for t in disk.tags if t.startswith("%s_%s=" % (T.MANAGED, T.VSIZE))]
+        runner.change_tags(spec.vg, spec.disk, add=[T.make_tag(T.VSIZE, plan.wanted)], delete=old)
+        result.did(TAG_VSIZE)
 
 
 def _resize_image(runner, disk, wanted, vg_shared):

@@ -15,16 +15,18 @@ __metaclass__ = type
 
 import xml.etree.ElementTree as ET
 
-from ansible_collections.sltv.core.plugins.module_utils import tags as T
-from ansible_collections.sltv.core.plugins.module_utils.critical_section import CriticalSection
-from ansible_collections.sltv.core.plugins.module_utils.disk import FORMAT_OF, THIN, Disk
-from ansible_collections.sltv.core.plugins.module_utils.domain_xml import (
+from ansible_collections.sltv.core.plugins.module_utils.model import ownership as O
+from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.locking.write_path import WritePath
+from ansible_collections.sltv.core.plugins.module_utils.ops.result import OpResult
+from ansible_collections.sltv.core.plugins.module_utils.model.disk import FORMAT_OF, THIN, Disk
+from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import (
     BUSES, CACHE_MODES, DISCARD_MODES, IO_MODES, disk_element, find_disk, lv_device_paths, pick_target,
     validate_serial, validate_target,
 )
 from ansible_collections.sltv.core.plugins.module_utils.errors import DiskStateError, SltvError, ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.libvirt_domain import DomainNotFound
-from ansible_collections.sltv.core.plugins.module_utils.names import validate_disk_name, validate_vg_name
+from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import DomainNotFound
+from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_disk_name, validate_vg_name
 
 # Plan actions, in the order they run.
 CLAIM = "claim"                  # add this domain's sltv_attached tag (under the VG lock)
@@ -76,12 +78,9 @@ class AttachSpec(object):
         self.detach_timeout = float(detach_timeout)
 
 
-class AttachResult(object):
+class AttachResult(OpResult):
     def __init__(self):
-        self.changed = False
-        self.actions = []
-        self.warnings = []
-        self.lock_wait = 0.0
+        super(AttachResult, self).__init__()
         self.target = None
         self.domain = {}
         self.disk = {}
@@ -89,9 +88,10 @@ class AttachResult(object):
         self.xml_after = ""
 
 
-def read_disk(runner, vg_name, disk_name):
-    """(VolumeGroup, Disk) of a managed, usable disk; clear errors otherwise."""
-    vg = runner.read_vg(vg_name)
+def read_disk(runner, vg_name, disk_name, vg=None):
+    """(VolumeGroup, Disk) of a managed, usable disk; clear errors otherwise. ``vg``: a report read
+    already (the fresh read of a WritePath)."""
+    vg = runner.read_vg(vg_name) if vg is None else vg
     lv = vg.lvs.get(disk_name)
     if lv is None:
         raise DiskStateError("disk %s does not exist in VG %s (create it with sltv.core.sltv_disk)"
@@ -99,7 +99,8 @@ def read_disk(runner, vg_name, disk_name):
     disk = Disk(vg, lv)
     where = "disk %s in VG %s" % (disk_name, vg_name)
     if disk.deleting:
-        raise DiskStateError("%s is half-deleted: finish with sltv.core.sltv_disk state=absent" % where)
+        raise DiskStateError("%s is being deleted (tag %s: a delete is running, or one was cut off; "
+                             "sltv.core.sltv_disk state=absent finishes it)" % (where, T.DELETING_TAG))
     if not disk.initialized:
         raise DiskStateError("%s has no qcow2 header yet: run sltv.core.sltv_disk state=present again on a "
                              "host that can activate it" % where)
@@ -124,9 +125,10 @@ class _View(object):
         self.primary_xml = views[0][1]  # live if running, else persistent: what diff mode shows
 
 
-def ensure_attachment(spec, runner, hypervisor, lock_factory, host, check_mode=False):
-    """Make ``spec`` true on this host. ``hypervisor`` is a libvirt_domain.Hypervisor."""
-    result = AttachResult()
+def ensure_attachment(spec, runner, hypervisor, lock_factory, host, check_mode=False, result=None):
+    """Make ``spec`` true on this host. ``hypervisor`` is a libvirt_domain.Hypervisor. ``result``
+    (an AttachResult) may be passed in to see what was done when this raises."""
+    result = AttachResult() if result is None else result
     vg, disk = read_disk(runner, spec.vg, spec.disk)
     paths = lv_device_paths(spec.vg, spec.disk)
     try:
@@ -141,12 +143,14 @@ def ensure_attachment(spec, runner, hypervisor, lock_factory, host, check_mode=F
     result.domain = dict(name=domain.name, uuid=domain.uuid, state=domain.state_name(),
                          persistent=view.persistent)
     result.xml_before = result.xml_after = view.primary_xml
-    mine = [v for v in disk.attachments if T.split_attachment(v)[1] == domain.uuid]
-    claim = T.attachment_value(host, domain.uuid)
+    where = "disk %s in VG %s" % (disk.name, disk.vg)
     if spec.state == "present":
-        plan = _plan_attach(spec, disk, domain, view, hypervisor, paths, mine, claim, result)
+        decision = O.decide(O.ATTACH, where, disk.claims, host, domain.uuid, domain.name, spec.shareable,
+                            running_here=view.running and view.in_live is not None)
+        plan = _plan_attach(spec, disk, domain, view, hypervisor, paths, decision, result)
     else:
-        plan = _plan_detach(spec, disk, domain, view, hypervisor, paths, mine, result)
+        decision = O.decide(O.DETACH, where, disk.claims, host, domain.uuid, domain.name)
+        plan = _plan_detach(spec, disk, domain, view, hypervisor, paths, decision, result)
     result.actions = plan
     result.changed = bool(plan)
     result.disk = disk.to_dict()
@@ -156,26 +160,24 @@ def ensure_attachment(spec, runner, hypervisor, lock_factory, host, check_mode=F
             result.xml_after = _predict_xml(view.primary_xml, plan, spec, disk, result.target, view.running)
         return result
     if spec.state == "present":
-        _attach(spec, runner, lock_factory, vg, disk, domain, view, plan, mine, claim, result)
+        claims = _attach(spec, runner, lock_factory, vg, disk, domain, view, plan, host, result)
     else:
-        _detach(spec, runner, lock_factory, vg, disk, domain, view, hypervisor, paths, plan, mine, result)
+        claims = _detach(spec, runner, lock_factory, vg, disk, domain, view, plan, host, result)
     result.xml_after = domain.xml(domain.running)
     # The tags we wrote are known: no third VG read (each lvm call costs ~0.5 s on a busy host).
-    if spec.state == "present":
-        result.disk = _with_attachments(disk, [v for v in disk.attachments if v not in mine or v == claim]
-                                        + ([claim] if CLAIM in plan else []))
-    elif UNCLAIM in plan:
-        result.disk = _with_attachments(disk, [v for v in disk.attachments if v not in mine])
+    if claims is not None:
+        result.disk = _with_attachments(disk, claims)
     return result
 
 
 def _with_attachments(disk, attachments):
     prefix = "%s_%s=" % (T.MANAGED, T.ATTACHED)
     tags = [t for t in disk.tags if not t.startswith(prefix)] + [T.make_tag(T.ATTACHED, v) for v in attachments]
-    return dict(disk.to_dict(), attachments=attachments, lv_tags=sorted(tags))
+    return dict(disk.to_dict(), attachments=attachments, claims=[O.Claim.parse(v).to_dict() for v in attachments],
+                lv_tags=sorted(tags))
 
 
-def _plan_attach(spec, disk, domain, view, hypervisor, paths, mine, claim, result):
+def _plan_attach(spec, disk, domain, view, hypervisor, paths, decision, result):
     where = "disk %s in VG %s" % (disk.name, disk.vg)
     want_live = spec.live and view.running
     want_config = spec.persistent and view.persistent
@@ -184,11 +186,6 @@ def _plan_attach(spec, disk, domain, view, hypervisor, paths, mine, claim, resul
                               "%s to: set persistent=true (or start the domain and set live=true)" % (domain.name, where))
     if spec.shareable and disk.kind == THIN:
         raise ValidationError("%s is thin (qcow2): a qcow2 image cannot be shared between domains" % where)
-    others = [v for v in disk.attachments if v not in mine]
-    if others and not spec.shareable:
-        host, uuid = T.split_attachment(others[0])
-        raise DiskStateError("%s is attached to domain %s on host %s: detach it there first, or declare the "
-                             "disk shareable=true on every attachment" % (where, uuid, host or "?"))
     local_users = [u for u in hypervisor.users_of(paths) if u[0].uuid != domain.uuid]
     if local_users and not spec.shareable:
         raise DiskStateError("%s is in the definition of domain %s (target %s) on this host: detach it there "
@@ -209,7 +206,7 @@ def _plan_attach(spec, disk, domain, view, hypervisor, paths, mine, claim, resul
         else:
             result.target = pick_target(spec.bus, used)
     plan = []
-    if claim not in disk.attachments:
+    if decision.claim is not None or decision.stale:
         plan.append(CLAIM)
     if want_live and view.in_live is None:
         if not disk.lv.active:
@@ -232,18 +229,28 @@ def _warn_drift(spec, disk, existing, result):
                                "detach and attach again to apply" % (disk.name, existing.target, ", ".join(diffs)))
 
 
-def _plan_detach(spec, disk, domain, view, hypervisor, paths, mine, result):
+def _plan_detach(spec, disk, domain, view, hypervisor, paths, decision, result):
+    """Detach only what ``live``/``persistent`` ask for; the claim and the activation go only once
+    the domain has the disk in neither its live nor its persistent definition."""
     plan = []
     existing = view.in_live or view.in_config
     result.target = existing.target if existing is not None else None
-    if view.in_live is not None:
+    live_left = view.in_live is not None and not spec.live
+    config_left = view.in_config is not None and not spec.persistent
+    if view.in_live is not None and spec.live:
         plan.append(DETACH_LIVE)
-    if view.in_config is not None:
+    if view.in_config is not None and spec.persistent:
         plan.append(DETACH_CONFIG)
+    if live_left or config_left:
+        if existing is not None and not plan:
+            result.warnings.append("disk %s stays in the %s definition of domain %s (live=%s, persistent=%s)"
+                                   % (disk.name, "live" if live_left else "persistent", domain.name,
+                                      spec.live, spec.persistent))
+        return plan
     others_here = [u for u in hypervisor.users_of(paths) if u[0].uuid != domain.uuid and u[2]]
     if disk.lv.active and not others_here and (view.in_live is not None or not view.running):
         plan.append(DEACTIVATE)
-    if mine:
+    if decision.stale:
         plan.append(UNCLAIM)
     return plan
 
@@ -257,78 +264,101 @@ def _element(spec, disk, target):
                         shareable=spec.shareable)
 
 
-def _change_tags(runner, lock_factory, spec, add, delete, result, recheck=None):
-    """Add/delete sltv_attached values (not tags) in one lvchange under the VG lock."""
-    add = [T.make_tag(T.ATTACHED, value) for value in add]
-    delete = [T.make_tag(T.ATTACHED, value) for value in delete]
-    waits, warnings = [], []
-    with CriticalSection(runner, lock_factory, waits, warnings):
-        if recheck is not None:
-            recheck(read_disk(runner, spec.vg, spec.disk)[1])
-        runner.change_tags(spec.vg, spec.disk, add=add, delete=delete)
-    result.lock_wait += sum(waits)
-    result.warnings.extend(warnings)
+def _change_claims(runner, lock_factory, spec, decide_fresh, result):
+    """Add and drop claims in one lvchange on the write path: the decision is taken again on the
+    VG as it is under the lock (``decide_fresh(disk)`` -> (values to add, values to drop)).
+    Returns the disk's claim values afterwards."""
+    with WritePath(runner, lock_factory, spec.vg, result) as vg:
+        fresh = read_disk(runner, spec.vg, spec.disk, vg)[1]
+        add, drop = decide_fresh(fresh)
+        if add or drop:
+            runner.change_tags(spec.vg, spec.disk, add=[T.make_tag(T.ATTACHED, v) for v in add],
+                               delete=[T.make_tag(T.ATTACHED, v) for v in drop])
+        return [v for v in fresh.attachments if v not in drop] + [v for v in add if v not in fresh.attachments]
 
 
-def _attach(spec, runner, lock_factory, vg, disk, domain, view, plan, mine, claim, result):
+def _attach(spec, runner, lock_factory, vg, disk, domain, view, plan, host, result):
     if ACTIVATE in plan:
         runner.check_activation()  # fail before claiming anything
+    where = "disk %s in VG %s" % (disk.name, disk.vg)
+    added = []
 
-    def recheck(fresh):
-        # Another host may have claimed the disk while we waited for the lock.
-        others = [v for v in fresh.attachments if T.split_attachment(v)[1] != domain.uuid]
-        if others and not spec.shareable:
-            host, uuid = T.split_attachment(others[0])
-            raise DiskStateError("disk %s in VG %s was attached to domain %s on host %s meanwhile: nothing "
-                                 "changed" % (disk.name, disk.vg, uuid, host or "?"))
+    def decide_fresh(fresh):
+        # Another host may have claimed the disk while we waited for the lock: the rule, again.
+        decision = O.decide(O.ATTACH, where, fresh.claims, host, domain.uuid, domain.name, spec.shareable,
+                            running_here=view.running and view.in_live is not None)
+        add = [decision.claim.value] if decision.claim is not None else []
+        added.extend(add)
+        return add, [c.raw for c in decision.stale]
 
-    claimed = False
+    claims = None
     if CLAIM in plan:
-        stale = [v for v in mine if v != claim]  # same domain, attached last on another host (migrated)
-        _change_tags(runner, lock_factory, spec, [claim], stale, result, recheck)
-        claimed = True
+        claims = _change_claims(runner, lock_factory, spec, decide_fresh, result)
+        if added:
+            result.did(CLAIM)
     activated = False
     try:
         if ACTIVATE in plan:
             runner.activate(spec.vg, spec.disk, exclusive=not spec.shareable, shared_vg=vg.shared)
             activated = True
+            result.did(ACTIVATE)
         xml = _element(spec, disk, result.target)
         if ATTACH_LIVE in plan and ATTACH_CONFIG in plan:
             domain.attach(xml, live=True, config=True)
+            result.did(ATTACH_LIVE)
+            result.did(ATTACH_CONFIG)
         elif ATTACH_LIVE in plan:
             domain.attach(xml, live=True, config=False)
+            result.did(ATTACH_LIVE)
         elif ATTACH_CONFIG in plan:
             domain.attach(xml, live=False, config=True)
+            result.did(ATTACH_CONFIG)
     except SltvError as exc:
-        undone = _undo_attach(spec, runner, lock_factory, activated, claimed, claim, result)
+        undone = _undo_attach(spec, runner, lock_factory, activated, added, result)
         raise SltvError("attaching disk %s to domain %s failed: %s. %s" % (disk.name, domain.name, exc, undone))
+    return claims if claims is not None else list(disk.attachments)
 
 
-def _undo_attach(spec, runner, lock_factory, activated, claimed, claim, result):
+def _undo_attach(spec, runner, lock_factory, activated, added, result):
     problems = []
     if activated:
         try:
             runner.deactivate(spec.vg, spec.disk)
+            result.done.remove(ACTIVATE)
         except SltvError as exc:
             problems.append("the LV is still active here (%s)" % exc)
-    if claimed:
+    if added:
         try:
-            _change_tags(runner, lock_factory, spec, [], [claim], result)
+            _change_claims(runner, lock_factory, spec, lambda fresh: ([], [v for v in added if v in fresh.attachments]),
+                           result)
+            result.done.remove(CLAIM)
         except SltvError as exc:
             problems.append("its tag %s_%s=%s is still set (%s): remove it with state=absent"
-                            % (T.MANAGED, T.ATTACHED, claim, exc))
+                            % (T.MANAGED, T.ATTACHED, added[0], exc))
+    result.changed = bool(result.done)
     return "Undone: " + "; ".join(problems) if problems else "Nothing was changed."
 
 
-def _detach(spec, runner, lock_factory, vg, disk, domain, view, hypervisor, paths, plan, mine, result):
+def _detach(spec, runner, lock_factory, vg, disk, domain, view, plan, host, result):
+    where = "disk %s in VG %s" % (disk.name, disk.vg)
     if DETACH_LIVE in plan:
         domain.detach_live(view.in_live, spec.detach_timeout)
+        result.did(DETACH_LIVE)
     if DETACH_CONFIG in plan:
         domain.detach_config(view.in_config)
+        result.did(DETACH_CONFIG)
     if DEACTIVATE in plan:
         runner.deactivate(spec.vg, spec.disk)
+        result.did(DEACTIVATE)
     if UNCLAIM in plan:
-        _change_tags(runner, lock_factory, spec, [], mine, result)
+        def decide_fresh(fresh):
+            decision = O.decide(O.DETACH, where, fresh.claims, host, domain.uuid, domain.name)
+            return [], [c.raw for c in decision.stale]
+
+        claims = _change_claims(runner, lock_factory, spec, decide_fresh, result)
+        result.did(UNCLAIM)
+        return claims
+    return None
 
 
 def _predict_xml(xml_text, plan, spec, disk, target, running):

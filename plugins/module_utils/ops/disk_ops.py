@@ -12,60 +12,76 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.sltv.core.plugins.module_utils import tags as T
-from ansible_collections.sltv.core.plugins.module_utils.blockdev import wipe_device, write_qcow2_header
-from ansible_collections.sltv.core.plugins.module_utils.critical_section import CriticalSection
-from ansible_collections.sltv.core.plugins.module_utils.disk import (
+from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
+from ansible_collections.sltv.core.plugins.module_utils.infra.blockdev import wipe_device, write_qcow2_header
+from ansible_collections.sltv.core.plugins.module_utils.locking.write_path import WritePath
+from ansible_collections.sltv.core.plugins.module_utils.ops.result import OpResult
+from ansible_collections.sltv.core.plugins.module_utils.model.disk import (
     CREATE, MARK_DELETING, REMOVE, WIPE, WRITE_HEADER, plan_disk,
 )
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 
 
-class DiskResult(object):
-    def __init__(self, plan, changed, lock_wait=0.0, commands=None):
-        self.changed = changed
-        self.before = plan.before
-        self.after = plan.after
-        self.actions = plan.actions
-        self.warnings = list(plan.warnings)
-        self.lock_wait = lock_wait
-        self.commands = commands or []
+class DiskResult(OpResult):
+    def __init__(self):
+        super(DiskResult, self).__init__()
+        self.before = {}
+        self.after = {}
+        self.commands = []
+
+    def planned(self, plan):
+        self.before, self.after, self.actions = plan.before, plan.after, plan.actions
+        self.changed = plan.changed
+        for warning in plan.warnings:
+            if warning not in self.warnings:
+                self.warnings.append(warning)
 
 
-def ensure_disk(spec, runner, lock_factory, check_mode=False):
+def ensure_disk(spec, runner, lock_factory, check_mode=False, host="", result=None):
     """Make disk ``spec`` true on this host's view of the VG; returns a DiskResult.
 
-    ``lock_factory()`` returns a fresh, unacquired VgLock for spec.vg.
+    ``lock_factory()`` returns a fresh, unacquired VgLock for spec.vg. ``result`` may be passed in
+    to see what was done when this raises.
     """
+    result = DiskResult() if result is None else result
+    result.commands = runner.commands
     can_activate = runner.activation_enabled
-    plan = plan_disk(spec, runner.read_vg(spec.vg), can_activate)
+    plan = plan_disk(spec, runner.read_vg(spec.vg), can_activate, host)
     if plan.changed and can_activate:
         runner.check_activation()  # lvcreate/lvremove need device-mapper even for inactive LVs
+    result.planned(plan)
     if not plan.changed or check_mode:
-        return DiskResult(plan, plan.changed, commands=runner.commands)
+        return result
 
-    waits, lock_warnings = [], []
-    with CriticalSection(runner, lock_factory, waits, lock_warnings):
+    with WritePath(runner, lock_factory, spec.vg, result) as vg:
         # Another host may have changed the VG while we waited: decide again on fresh metadata.
-        vg = runner.read_vg(spec.vg)
-        plan = plan_disk(spec, vg, can_activate)
+        plan = plan_disk(spec, vg, can_activate, host)
+        result.planned(plan)
         if CREATE in plan.actions:
             runner.create_lv(spec.vg, spec.name, plan.lv_size, plan.create_tags)
+            result.did(CREATE)
+        if WRITE_HEADER in plan.actions:
+            # Under the lock: a host racing this create finds the header written (or the pending tag
+            # of a run that died, which it then finishes), never a header being written.
+            _write_header(spec, runner, plan, vg.shared)
+            runner.change_tags(spec.vg, spec.name, delete=[T.INIT_PENDING_TAG])
+            result.did(WRITE_HEADER)
         if MARK_DELETING in plan.actions:
             runner.change_tags(spec.vg, spec.name, add=[T.DELETING_TAG])
+            result.did(MARK_DELETING)
         if REMOVE in plan.actions and WIPE not in plan.actions:
             runner.remove_lv(spec.vg, spec.name)
+            result.did(REMOVE)
 
-    if WRITE_HEADER in plan.actions:
-        _write_header(spec, runner, plan, vg.shared)
-        with CriticalSection(runner, lock_factory, waits, lock_warnings):
-            runner.change_tags(spec.vg, spec.name, delete=[T.INIT_PENDING_TAG])
     if WIPE in plan.actions:
-        _wipe(spec, runner, vg.shared)
-        with CriticalSection(runner, lock_factory, waits, lock_warnings):
-            runner.remove_lv(spec.vg, spec.name)
-    result = DiskResult(plan, plan.changed, lock_wait=sum(waits), commands=runner.commands)
-    result.warnings.extend(lock_warnings)
+        _wipe(spec, runner, vg.shared)  # slow device work: outside the lock, under the deleting tag
+        result.did(WIPE)
+        with WritePath(runner, lock_factory, spec.vg, result) as fresh:
+            lv = fresh.lvs.get(spec.name)
+            if lv is not None and T.DELETING_TAG in lv.tags:
+                runner.remove_lv(spec.vg, spec.name)
+        result.did(REMOVE)
+    result.changed = bool(result.done)
     return result
 
 
