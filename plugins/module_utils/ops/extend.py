@@ -82,6 +82,7 @@ def ensure_extended(spec, runner, hypervisor_factory, lock_factory, host, check_
     section as the lvextend: each is short (blockResize, qemu-img resize)."""
     result = ExtendResult() if result is None else result
     vg, disk = read_disk(runner, spec.vg, spec.disk)
+    O.decide(O.EXTEND, "disk %s in VG %s" % (disk.name, disk.vg), disk.claims, host)  # before libvirt is asked
     hypervisor = _open_hypervisor(hypervisor_factory, required=bool(disk.attachments))
     try:
         plan = _plan(spec, vg, disk, hypervisor, host)

@@ -92,3 +92,41 @@ def test_activation_failure_is_an_error_naming_domain_and_lv(tmp_path):
 def test_hook_main_needs_no_lvm_for_uninteresting_calls():
     assert hook_main(["web01", "start", "begin", "-"], io.StringIO("not even xml")) == 0
     assert hook_main(["web01"], io.StringIO("")) == 2
+
+
+class ClaimedRunner(RecordingRunner):
+    def __init__(self, claim_value, **kwargs):
+        super(ClaimedRunner, self).__init__(**kwargs)
+        self.claim_value = claim_value
+
+    def read_vg(self, name):
+        report = super(ClaimedRunner, self).read_vg(name)
+        report.lvs["d1"].tags.append("sltv_attached=" + self.claim_value)
+        return report
+
+
+def test_prepare_refuses_a_disk_claimed_by_another_domain_and_activates_nothing(tmp_path):
+    runner = ClaimedRunner("hv1:99999999-1111-1111-1111-111111111111:exclusive:db")
+    the_hook = Hook(runner=runner, state_dir=str(tmp_path / "hook"), log=lambda message: None, host="hv2")
+    with pytest.raises(Exception) as info:
+        the_hook.run("web01", "prepare", "begin", XML)
+    assert "db (99999999-1111-1111-1111-111111111111) on host hv1" in str(info.value)
+    assert runner.calls == []
+
+
+def test_prepare_refuses_this_domain_claimed_on_another_host_unless_it_migrates_in(tmp_path):
+    runner = ClaimedRunner("hv1:%s:exclusive:web01" % UUID)
+    the_hook = Hook(runner=runner, state_dir=str(tmp_path / "hook"), log=lambda message: None, host="hv2")
+    with pytest.raises(Exception) as info:
+        the_hook.run("web01", "prepare", "begin", XML)
+    assert "host hv1" in str(info.value) and runner.calls == []
+    the_hook.run("web01", "migrate", "begin", XML)
+    the_hook.run("web01", "prepare", "begin", XML)
+    assert runner.calls == [("activate", "vg0", "d1", False, False)]
+
+
+def test_prepare_activates_a_disk_claimed_by_this_domain_here(tmp_path):
+    runner = ClaimedRunner("hv2:%s:exclusive:web01" % UUID)
+    Hook(runner=runner, state_dir=str(tmp_path / "hook"), log=lambda m: None, host="hv2").run(
+        "web01", "prepare", "begin", XML)
+    assert runner.calls == [("activate", "vg0", "d1", True, False)]
