@@ -18,8 +18,11 @@ import socket
 import threading
 import time
 
+from ansible_collections.sltv.core.plugins.module_utils.model import ownership as O
 from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
 from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import make_vg_lock
+from ansible_collections.sltv.core.plugins.module_utils.locking.write_path import WritePath, check_backend
+from ansible_collections.sltv.core.plugins.module_utils.ops.result import OpResult
 from ansible_collections.sltv.core.plugins.module_utils.infra.cluster_state import (
     EXTEND_RECORD_TTL,
     agent_key,
@@ -45,7 +48,7 @@ class ExtendFailed(SltvError):
 class ThinDisk(object):
     """A thin disk the agent may grow: its LV size, its cap and the paths a domain may use for it."""
 
-    def __init__(self, vg, name, size, cap, extent_size, paths=None, active=False):
+    def __init__(self, vg, name, size, cap, extent_size, paths=None, active=False, claims=()):
         self.vg = vg
         self.name = name
         self.size = size
@@ -53,6 +56,7 @@ class ThinDisk(object):
         self.extent_size = extent_size
         self.paths = tuple(paths or lv_device_paths(vg, name))
         self.active = active
+        self.claims = list(claims)  # model.ownership.Claim, as last read
 
     @property
     def key(self):
@@ -76,6 +80,11 @@ class Storage(object):
 
     def after_sweep(self, disks):
         """Called after each sweep with the current thin disks: refresh what others grew."""
+
+    def reclaim(self, uuid, domain_name, paths):
+        """Move to this host the claims of domain ``uuid`` (running here) that name another host, for
+        the sltv disks among ``paths``; return the disk keys moved (none by default)."""
+        return []
 
     @property
     def cluster_up(self):
@@ -112,6 +121,8 @@ class LvmStorage(Storage):
         self._seen_extends = {}  # etcd key -> (size, time) already handled
         self._cluster_retry_at = 0.0
         self._releasing = None  # the thread giving the last etcd lock back
+        self._backend_refused = set()
+        self.claim_index = {}  # device path -> (vg, lv, [Claim]) of every sltv disk, as last read
         self.started = clock()
 
     # -- reading -----------------------------------------------------------------------------------
@@ -122,10 +133,17 @@ class LvmStorage(Storage):
             raise SltvError("volume group %s not found on host %s (check vgs in the agent config and that "
                             "the PVs are visible here: pvs)" % (", ".join(missing), self.host))
         disks = []
+        self.claim_index = {}
         for vg in vgs:
+            problem = self._backend_problem(vg)
             for lv in vg.lvs.values():
                 managed, facts = T.parse_tags(lv.tags)
-                if not managed or facts.get(T.KIND, [None])[0] != "thin":
+                if not managed:
+                    continue
+                claims = O.claims_of(facts.get(T.ATTACHED, []))
+                for path in set(lv_device_paths(vg.name, lv.name)) | (set([lv.path]) if lv.path else set()):
+                    self.claim_index[path] = (vg.name, lv.name, claims)
+                if problem or facts.get(T.KIND, [None])[0] != "thin":
                     continue
                 if facts.get(T.INIT) or facts.get(T.STATE):
                     continue  # header not written yet, or being deleted: not a disk to grow
@@ -135,8 +153,46 @@ class LvmStorage(Storage):
                 if lv.path:
                     paths.add(lv.path)
                 disks.append(ThinDisk(vg.name, lv.name, lv.size, thin_cap(virtual, vg.extent_size),
-                                      vg.extent_size, sorted(paths), lv.active))
+                                      vg.extent_size, sorted(paths), lv.active, claims))
         return disks
+
+    def _backend_problem(self, vg):
+        """The VG declares a stronger lock backend than the agent's: grow nothing there, say so once."""
+        try:
+            check_backend(vg, self.config.lock["lock_backend"])
+            return None
+        except LockError as exc:
+            if self.log and vg.name not in self._backend_refused:
+                self.log.error("not growing any disk of VG %s on host %s: %s", vg.name, self.host, exc)
+            self._backend_refused.add(vg.name)
+            return str(exc)
+
+    # -- claims ------------------------------------------------------------------------------------
+    def reclaim(self, uuid, domain_name, paths):
+        moved = []
+        for path in paths:
+            known = self.claim_index.get(path)
+            if known is None or not any(c.uuid == uuid and c.host != self.host for c in known[2]):
+                continue
+            vg_name, lv_name = known[0], known[1]
+            result = OpResult()
+            lock_factory = lambda: make_vg_lock(self.config.lock, vg_name, self.holder)  # noqa: E731
+            with WritePath(self.runner, lock_factory, vg_name, result) as vg:
+                lv = vg.lvs.get(lv_name)
+                if lv is None:
+                    continue
+                where = "disk %s/%s" % (vg_name, lv_name)
+                claims = O.claims_of(T.parse_tags(lv.tags)[1].get(T.ATTACHED, []))
+                decision = O.decide(O.RECLAIM, where, claims, self.host, uuid, domain_name, running_here=True)
+                if decision.claim is not None:
+                    self.runner.change_tags(vg_name, lv_name, add=[T.make_tag(T.ATTACHED, decision.claim.value)],
+                                            delete=[T.make_tag(T.ATTACHED, c.raw) for c in decision.stale])
+                    claims = [c for c in claims if c not in decision.stale] + [decision.claim]
+                    moved.append("%s/%s" % (vg_name, lv_name))
+            for known_path, entry in list(self.claim_index.items()):
+                if entry[:2] == (vg_name, lv_name):
+                    self.claim_index[known_path] = (vg_name, lv_name, claims)
+        return moved
 
     # -- extending ---------------------------------------------------------------------------------
     def extend(self, disk, size, timings):

@@ -33,6 +33,7 @@ except ImportError:  # Python 2 (ansible-test imports every module_utils with it
 
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_metrics import Metrics
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import ExtendFailed
+from ansible_collections.sltv.core.plugins.module_utils.model import ownership as O
 from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import parse_disks
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 from ansible_collections.sltv.core.plugins.module_utils.agent.extend_policy import WriteRateEstimator
@@ -141,6 +142,8 @@ class Agent(object):
         self.libvirt_calls = 0
         self.sweep_calls = []       # libvirt calls of each sweep (benchmark)
         self.policies = {}
+        self.refused = set()        # (uuid, disk key) the ownership rule refused (logged once)
+        self.reclaim_failing = set()  # uuids whose claims could not be moved here yet (logged once)
         self._closed = threading.Event()
         # A process has one libvirt event loop: a caller that runs its own passes own_event_loop=False.
         self._loop = None if own_event_loop else False
@@ -336,6 +339,8 @@ class Agent(object):
                 event = event._replace(dev=self._io_error_target(event))
             if event.kind == "io_error" and event.detail == "enospc":
                 self.enospc.setdefault(event.uuid, set()).add(target_of(event.dev))
+            if event.kind == "lifecycle" and event.detail and event.detail[0] == LIFECYCLE_STARTED:
+                self.catalog_at = None  # a domain came (a start, an incoming migration): claims may move here
             by_domain.setdefault(event.uuid, []).append(event)
         for uuid, events in by_domain.items():
             self._process_uuid(uuid, events)
@@ -466,7 +471,7 @@ class Agent(object):
         for entry in block_entries(record):
             key = self.paths.get(entry["path"])
             disk = self.disks.get(key) if key else None
-            if disk is None:
+            if disk is None or not self._may_extend(dom, uuid, disk):
                 continue
             watch = self._watch(dom, uuid, entry, key)
             seen.add((uuid, watch.target))
@@ -488,7 +493,48 @@ class Agent(object):
             self._maybe_resume(dom, uuid, no_space, grown)
         elif uuid in self.paused:
             del self.paused[uuid]
+        if any(e.kind in ("sweep", "lifecycle") for e in events):
+            self._reclaim(dom, uuid, record)  # never on an extend's path (it may wait for the lock)
         return seen
+
+    def _may_extend(self, dom, uuid, disk):
+        """The ownership rule: a disk that runs here in a domain its claims do not name is left alone."""
+        try:
+            O.decide(O.AGENT_EXTEND, "disk %s" % disk.key, getattr(disk, "claims", []), self._host(), uuid,
+                     dom.name(), running_here=True)
+            self.refused.discard((uuid, disk.key))
+            return True
+        except SltvError as exc:
+            if (uuid, disk.key) not in self.refused:
+                self.refused.add((uuid, disk.key))
+                self.metrics.errors.inc(kind="ownership")
+                self.log.error("not growing %s: %s", disk.key, exc)
+            return False
+
+    def _host(self):
+        return self.host or getattr(self.storage, "host", "") or ""
+
+    def _reclaim(self, dom, uuid, record):
+        """After a live migration the claim still names the source host: move it here (under the VG
+        lock, decided again on a fresh read). A failure is logged and retried at the next sweep; until
+        then other hosts refuse to act on the disk as if it ran on the source (the hook refuses to start
+        it there, modules name the source)."""
+        reclaim = getattr(self.storage, "reclaim", None)
+        if reclaim is None:
+            return
+        paths = [entry["path"] for entry in block_entries(record)]
+        try:
+            moved = reclaim(uuid, dom.name(), paths)
+        except SltvError as exc:
+            self.metrics.errors.inc(kind="reclaim")
+            if uuid not in self.reclaim_failing:
+                self.log.error("moving the claims of domain %s to this host failed (retried at every sweep): %s",
+                               dom.name(), exc)
+            self.reclaim_failing.add(uuid)
+            return
+        self.reclaim_failing.discard(uuid)
+        for key in moved:
+            self.log.info("claim of %s moved to this host for domain %s (live migration)", key, dom.name())
 
     def _trigger(self, watch, events, now):
         for event in events:

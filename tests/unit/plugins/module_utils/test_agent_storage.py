@@ -527,3 +527,59 @@ def test_etcd_connect_failure_never_raises():
     assert store.after_sweep([]) == []
     assert calls == [["http://127.0.0.1:1"]] * 2
     store.close()
+
+
+def _change_tags(runner):
+    def change_tags(vg, name, add=(), delete=()):
+        runner.calls.append(("change_tags", vg, name, tuple(add), tuple(delete), runner.fence is not None))
+        size, tags, attr = runner.vgs[vg][name]
+        kept = [t for t in tags.split(",") if t and t not in delete]
+        runner.vgs[vg][name][1] = ",".join(kept + list(add))
+    return change_tags
+
+
+MIGRATED = "11111111-1111-4111-8111-111111111111"
+
+
+def test_reclaim_moves_a_migrated_domains_claim_here_under_the_lock_on_a_fresh_read(local_locks):
+    runner = FakeRunner()
+    old = "sltv_attached=hostB:%s:exclusive:web01" % MIGRATED
+    runner.add("d1", 1 * GIB, tags=THIN_TAGS + "," + old)
+    runner.add("thick1", 1 * GIB, tags="sltv,sltv_kind=thick,sltv_attached=hostB:%s" % MIGRATED)  # a 1.0 tag
+    runner.change_tags = _change_tags(runner)
+    store = storage(runner)
+    store.thin_disks()
+    moved = store.reclaim(MIGRATED, "web01", ["/dev/vg0/d1", "/dev/vg0/thick1", "/var/lib/x.qcow2"])
+    assert moved == ["vg0/d1", "vg0/thick1"]
+    writes = [c for c in runner.calls if c[0] == "change_tags"]
+    assert writes[0] == ("change_tags", "vg0", "d1", ("sltv_attached=hostA:%s:exclusive:web01" % MIGRATED,),
+                         (old,), True)
+    assert writes[1][4] == ("sltv_attached=hostB:%s" % MIGRATED,) and writes[1][5]
+    reads = [c for c in runner.calls if c[0] == "read_vg"]
+    assert len(reads) == 2  # one fresh read under the lock per disk
+    # moved: nothing left to do
+    assert store.reclaim(MIGRATED, "web01", ["/dev/vg0/d1"]) == []
+
+
+def test_reclaim_leaves_a_disk_claimed_by_another_domain(local_locks):
+    runner = FakeRunner()
+    runner.add("d1", 1 * GIB, tags=THIN_TAGS + ",sltv_attached=hostB:99999999-1111-4111-8111-111111111111")
+    runner.change_tags = _change_tags(runner)
+    store = storage(runner)
+    store.thin_disks()
+    assert store.reclaim(MIGRATED, "web01", ["/dev/vg0/d1"]) == []
+    assert [c for c in runner.calls if c[0] == "change_tags"] == []
+
+
+def test_a_vg_declaring_etcd_is_not_grown_by_an_agent_on_the_local_lock(local_locks):
+    runner = FakeRunner()
+    runner.add("d1", 1 * GIB)
+    original = runner._vg
+
+    def tagged(vg):
+        report = original(vg)
+        report.tags = ["sltv_lock=etcd"]
+        return report
+
+    runner._vg = tagged
+    assert storage(runner).thin_disks() == []

@@ -22,6 +22,7 @@ from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config impor
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import ExtendFailed, Storage, ThinDisk
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, MIB, thin_cap
+from ansible_collections.sltv.core.plugins.module_utils.model.ownership import Claim
 from ansible_collections.sltv.core.plugins.module_utils.agent.thin_agent import Agent, Event, block_entries, target_of
 
 EXTENT = 4 * MIB
@@ -264,10 +265,14 @@ class FakeStorage(Storage):
         self.refreshed = []
         self.read_error = None
         self.closed = False
+        self.claims = {}
+        self.reclaims = []  # (uuid, domain name, paths)
+        self.reclaim_error = None
 
-    def add(self, name, size, virtual=10 * GIB, vg="vg0", paths=None):
+    def add(self, name, size, virtual=10 * GIB, vg="vg0", paths=None, claims=()):
         key = "%s/%s" % (vg, name)
         self.lvs[key] = [vg, name, size, thin_cap(virtual, EXTENT), paths]
+        self.claims[key] = list(claims)
         return key
 
     def size(self, key):
@@ -277,7 +282,14 @@ class FakeStorage(Storage):
         self.reads += 1
         if self.read_error:
             raise SltvError(self.read_error)
-        return [ThinDisk(vg, name, size, cap, EXTENT, paths) for vg, name, size, cap, paths in self.lvs.values()]
+        return [ThinDisk(vg, name, size, cap, EXTENT, paths, claims=self.claims.get("%s/%s" % (vg, name), []))
+                for vg, name, size, cap, paths in self.lvs.values()]
+
+    def reclaim(self, uuid, domain_name, paths):
+        self.reclaims.append((uuid, domain_name, list(paths)))
+        if self.reclaim_error:
+            raise SltvError(self.reclaim_error)
+        return []
 
     def extend(self, disk, size, timings):
         self.attempts += 1
@@ -605,6 +617,42 @@ def test_allocation_past_physical_extends_beyond_it():
     setup.agent.sweep()
     (disk, old, new), = setup.storage.extends
     assert new > 2 * GIB + 3 * MIB and new % EXTENT == 0
+
+
+def test_a_disk_claimed_by_another_domain_is_never_grown_here():
+    setup = Setup()
+    key = setup.storage.add("d1", 2 * GIB, claims=[Claim("host2", UUID3, "exclusive", "db")])
+    dom = setup.hv.add(UUID1, "web01")
+    dom.add_disk("vdb", "/dev/vg0/d1", index=4)
+    dom.disks["vdb"].allocation = 2 * GIB + MIB
+    setup.agent.sweep()
+    setup.agent.sweep()
+    assert setup.storage.extends == []
+    assert setup.agent.metrics.errors.value(kind="ownership") == 1  # logged and counted once
+
+
+def test_a_migrated_domains_disk_is_grown_and_its_claim_moved_here_by_the_sweep():
+    setup = Setup()
+    key = setup.storage.add("d1", 2 * GIB, claims=[Claim("host2", UUID1, "exclusive", "web01")])
+    dom = setup.hv.add(UUID1, "web01")
+    dom.add_disk("vdb", "/dev/vg0/d1", index=4)
+    dom.disks["vdb"].allocation = 2 * GIB + MIB
+    setup.agent.sweep()
+    assert [e[0] for e in setup.storage.extends] == [key]
+    assert setup.storage.reclaims == [(UUID1, "web01", ["/dev/vg0/d1"])]
+
+
+def test_a_threshold_event_never_waits_for_a_reclaim_and_a_failed_reclaim_is_retried():
+    setup, dom, key = one_disk()
+    setup.storage.reclaims = []
+    write_past_threshold(dom)
+    setup.agent.handle([Event("threshold", UUID1, "vdb", "/dev/vg0/d1", dom.disks["vdb"].threshold, setup.clock())])
+    assert setup.storage.reclaims == []
+    setup.storage.reclaim_error = "cannot take the lock of VG vg0"
+    setup.agent.sweep()
+    setup.agent.sweep()
+    assert len(setup.storage.reclaims) == 2
+    assert setup.agent.metrics.errors.value(kind="reclaim") == 2
 
 
 def test_event_for_an_unknown_domain_is_ignored():
