@@ -160,6 +160,14 @@ class LvmRunner(object):
             argv += ["--deltag", tag]
         self._run(argv + ["%s/%s" % (vg, name)], write=True)
 
+    def change_vg_tags(self, vg, add=(), delete=()):
+        argv = ["vgchange"]
+        for tag in add:
+            argv += ["--addtag", tag]
+        for tag in delete:
+            argv += ["--deltag", tag]
+        self._run(argv + [vg], write=True)
+
     # -- activation ------------------------------------------------------------------------------
     def check_activation(self):
         if not self.activation_enabled:
