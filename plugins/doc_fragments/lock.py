@@ -21,8 +21,12 @@ options:
         the lease is still held with time to spare, and fails without running the command if it
         is not (fencing).
       - etcd can only fence what goes through etcd. A tool that changes the VG without this lock
-        (a hand-run lvcreate) is not stopped. Where the storage itself must enforce exclusion,
-        use an lvmlockd (sanlock) VG as well.
+        (a hand-run lvcreate) is not stopped. Fencing is timing-based - the check right before each
+        lvm command needs max(1 s, O(lock_ttl)/3) of lease left, so it stops a holder that stalled
+        before the check, not one that stalls between the check and the command. Where the storage
+        itself must enforce exclusion, use an lvmlockd (sanlock) VG as well.
+      - A VG that declares a backend (tag C(sltv_lock=etcd), set by the role sltv.core.sltv_host or by
+        sltv.core.sltv_vg) refuses a run with a weaker one, before any change.
     type: str
     choices: [local, etcd]
     default: local

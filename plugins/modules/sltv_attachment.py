@@ -19,9 +19,14 @@ description:
   - The driver type follows the disk, C(raw) for thick disks and C(qcow2) for thin ones. Thin disks
     get C(error_policy=stop), so a guest that fills the LV before the sltv agent grows it is paused
     and then resumed, instead of seeing I/O errors.
-  - The attachment is recorded in the disk's LV tags as C(sltv_attached=HOST:DOMAIN-UUID), under the
-    VG lock, before the disk is attached. A disk recorded as attached to another domain, on this or
-    any other host, is refused unless O(shareable=true).
+  - The attachment is recorded in the disk's LV tags as a claim,
+    C(sltv_attached=HOST:DOMAIN-UUID:MODE:DOMAIN-NAME) (MODE V(exclusive) or V(shareable)), under the
+    VG lock and decided again on a fresh read there, before the disk is attached. A disk claimed by
+    another domain, on this or any other host, is refused, naming the host and the domain. Only
+    shareable attachments share a disk - a shareable attach never joins an exclusive claim, nor an
+    exclusive attach a shareable one.
+  - After a live migration the sltv agent on the new host moves the claim there (at the start event,
+    or its next sweep). The same domain claimed on another host is only re-claimed here once it runs here.
   - On a running domain the LV is activated on this host before the attach, and deactivated after
     the detach. On a domain that is shut off, only the persistent definition changes; the libvirt
     hook of sltv.core activates the LV when the domain starts.
@@ -101,6 +106,7 @@ options:
     description:
       - Allow the disk to be attached to several domains at once (cluster file systems). Thick disks
         only. The LV is then activated shared on an lvmlockd VG.
+      - Every attachment of the disk must be shareable; the claim records the mode.
     type: bool
     default: false
   detach_timeout:

@@ -19,7 +19,10 @@ description:
   - A V(thin) disk's virtual size (what the guest sees) grows through QEMU while a domain runs it
     here, or with C(qemu-img resize) otherwise, and the C(sltv_vsize) tag follows. Its LV keeps
     growing on demand through the sltv agent; O(physical) grows it ahead of time.
-  - A disk recorded as attached to a domain on another host is refused; run the task on that host.
+  - A disk claimed by a domain on another host is refused; run the task on that host.
+  - The extend is decided on the VG as it is under the VG lock (read again there), and the guest
+    resize and the tag change run in the same critical section, so concurrent extends from several
+    hosts all count (O(delta) included) and an absolute O(size) reached meanwhile is not an error.
 author:
   - sltv.core developers (@sltv-core)
 extends_documentation_fragment:
