@@ -210,7 +210,7 @@ from ansible_collections.sltv.core.plugins.module_utils.ops.attachment import At
 from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import Hypervisor
 from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
 from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
-    host_name, lock_factory, run_or_fail, sltv_module,
+    exit_with, host_name, lock_factory, run_or_fail, sltv_module,
 )
 
 
@@ -254,19 +254,12 @@ def main():
             hypervisor.close()
 
     result = run_or_fail(module, where, runner, action, partial)
-    for warning in result.warnings:
-        module.warn(warning)
-    output = dict(changed=result.changed, actions=result.actions, disk=result.disk, commands=runner.commands,
-                  lock_wait=round(result.lock_wait, 6))
+    output = dict(disk=result.disk)
     if result.domain:
         output["domain"] = result.domain
     if result.target:
         output["target"] = result.target
-    if module._diff:
-        output["diff"] = dict(before=result.xml_before, after=result.xml_after,
-                              before_header="domain %s" % params["domain"], after_header="domain %s" % params["domain"])
-    module.exit_json(**output)
-
+    exit_with(module, result, runner, "domain %s" % params["domain"], (result.xml_before, result.xml_after), **output)
 
 if __name__ == "__main__":
     main()

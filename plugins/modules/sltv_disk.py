@@ -234,7 +234,7 @@ from ansible_collections.sltv.core.plugins.module_utils.model.disk import DiskSp
 from ansible_collections.sltv.core.plugins.module_utils.ops.disk_ops import DiskResult, ensure_disk
 from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
 from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
-    host_name, lock_factory, run_or_fail, sltv_module,
+    exit_with, host_name, lock_factory, run_or_fail, sltv_module,
 )
 
 
@@ -266,17 +266,8 @@ def main():
                            partial)
 
     result = run_or_fail(module, where, runner, action, partial)
-
-    for warning in result.warnings:
-        module.warn(warning)
-    output = dict(changed=result.changed, disk=result.after, actions=result.actions,
-                  commands=result.commands, lock_wait=round(result.lock_wait, 6))
-    if module._diff:
-        output["diff"] = dict(before=result.before, after=result.after,
-                              before_header="%s/%s" % (params["vg"], params["name"]),
-                              after_header="%s/%s" % (params["vg"], params["name"]))
-    module.exit_json(**output)
-
+    exit_with(module, result, runner, "%s/%s" % (params["vg"], params["name"]), (result.before, result.after),
+              disk=result.after)
 
 if __name__ == "__main__":
     main()

@@ -136,7 +136,7 @@ from ansible_collections.sltv.core.plugins.module_utils.ops.extend import Extend
 from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import Hypervisor
 from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
 from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
-    host_name, lock_factory, run_or_fail, sltv_module,
+    exit_with, host_name, lock_factory, run_or_fail, sltv_module,
 )
 
 
@@ -165,16 +165,8 @@ def main():
                                lock_factory(params, spec.vg, "sltv_extend"), host, module.check_mode, partial)
 
     result = run_or_fail(module, where, runner, action, partial)
-    for warning in result.warnings:
-        module.warn(warning)
-    output = dict(changed=result.changed, actions=result.actions, size=result.after["size"],
-                  virtual_size=result.after["virtual_size"], guests=result.guests, commands=runner.commands,
-                  lock_wait=round(result.lock_wait, 6))
-    if module._diff:
-        header = "%s/%s" % (params["vg"], params["disk"])
-        output["diff"] = dict(before=result.before, after=result.after, before_header=header, after_header=header)
-    module.exit_json(**output)
-
+    exit_with(module, result, runner, "%s/%s" % (params["vg"], params["disk"]), (result.before, result.after),
+              size=result.after["size"], virtual_size=result.after["virtual_size"], guests=result.guests)
 
 if __name__ == "__main__":
     main()

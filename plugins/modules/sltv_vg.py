@@ -98,7 +98,7 @@ lock_wait:
 
 from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
 from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
-    host_name, lock_factory, run_or_fail, sltv_module,
+    exit_with, host_name, lock_factory, run_or_fail, sltv_module,
 )
 from ansible_collections.sltv.core.plugins.module_utils.ops.vg import VgResult, VgSpec, ensure_vg
 
@@ -120,14 +120,7 @@ def main():
         return ensure_vg(spec, runner, lock_factory(params, spec.name, "sltv_vg"), module.check_mode, partial)
 
     result = run_or_fail(module, where, runner, action, partial)
-    for warning in result.warnings:
-        module.warn(warning)
-    output = dict(changed=result.changed, vg=result.after, actions=result.actions, commands=runner.commands,
-                  lock_wait=round(result.lock_wait, 6))
-    if module._diff:
-        output["diff"] = dict(before=result.before, after=result.after, before_header="VG %s" % params["name"],
-                              after_header="VG %s" % params["name"])
-    module.exit_json(**output)
+    exit_with(module, result, runner, "VG %s" % params["name"], (result.before, result.after), vg=result.after)
 
 
 if __name__ == "__main__":

@@ -73,8 +73,11 @@ def test_attach_to_a_shut_off_domain_check_real_idempotent_detach(loop_vg, nos_d
     assert driver.get("error_policy") is None, "thick disks keep the default error policy"
     assert disks["vda"].find("serial").text == "data1"
     tags = loop_vg.lvs()["data1"]["tags"]
-    assert "sltv_attached=%s:%s" % (socket.gethostname(), dom.UUIDString()) in tags, (tags, done)
-    assert done["disk"]["attachments"] == ["%s:%s" % (socket.gethostname(), dom.UUIDString())]
+    claim = "%s:%s:exclusive:%s" % (socket.gethostname(), dom.UUIDString(), dom.name())
+    assert "sltv_attached=" + claim in tags, (tags, done)
+    assert done["disk"]["attachments"] == [claim]
+    assert done["disk"]["claims"] == [dict(host=socket.gethostname(), domain_uuid=dom.UUIDString(),
+                                           domain_name=dom.name(), mode="exclusive")]
 
     again = run_module("sltv_attachment", args)
     assert again["changed"] is False and again["actions"] == [] and again["target"] == "vda"
@@ -113,6 +116,7 @@ def test_sltv_info_shows_disks_attachments_and_overcommit(loop_vg, nos_domain):
     assert set(disks) == {"d1", "t1"}
     assert disks["t1"]["kind"] == "thin" and disks["t1"]["virtual_size"] == 16 * GIB
     assert disks["t1"]["attached"][0]["domain_uuid"] == dom.UUIDString()
+    assert disks["t1"]["attached"][0]["domain_name"] == dom.name() and disks["t1"]["attached"][0]["here"]
     assert disks["t1"]["local_domains"] == [dict(domain=dom.name(), domain_uuid=dom.UUIDString(), target="vda",
                                                  bus="virtio", live=False)]
     vg = info["vgs"][0]
@@ -229,3 +233,34 @@ def test_sltv_info_lists_live_agents_and_recent_extends_from_etcd(loop_vg, etcd_
     etcd_server.etcdctl("lease", "revoke", lease)
     assert run_module("sltv_info", dict(vg=[loop_vg.name], lock_backend="etcd", etcd_endpoints=[etcd_server.endpoint],
                                         lock_prefix=prefix))["agents"] == []
+
+
+def test_a_detach_whose_lock_fails_reports_what_it_did(loop_vg, nos_domain, etcd_factory):
+    """Before: the persistent XML changed, the claim stayed, and the message said "Nothing was changed"
+    with no ``changed`` (issue 10, hole 9). Now: changed, done, and the message says what was done."""
+    server = etcd_factory()
+    dom = nos_domain(persistent=True, start=False)
+    make_disk(loop_vg, "d1")
+    lock = dict(server.client_settings(lock_timeout=3))
+    attached = run_module("sltv_attachment", dict(attach_args(loop_vg, "d1", dom), **lock))
+    assert attached["changed"] and not attached.get("failed"), attached
+    server.stop()
+    result = run_module("sltv_attachment", dict(attach_args(loop_vg, "d1", dom, state="absent"), **lock))
+    assert result.get("failed") and result["changed"] is True, result
+    assert result["done"] == ["detach_config"]
+    assert "Done before the failure" in result["msg"] and "detach_config" in result["msg"]
+    assert "Nothing was changed" not in result["msg"]
+    assert inactive_disks(dom) == {}
+    assert [t for t in loop_vg.lvs()["d1"]["tags"] if t.startswith("sltv_attached=")]  # the claim is still there
+
+
+def test_detach_with_live_false_leaves_the_live_definition_and_the_claim(loop_vg, nos_domain):
+    """live=false on a shut-off domain detaches the persistent definition only; on a running one it
+    would be told to leave the live disk: nothing is unplugged, deactivated or unclaimed (hole 8)."""
+    dom = nos_domain(persistent=True, start=False)
+    make_disk(loop_vg, "d1")
+    assert run_module("sltv_attachment", attach_args(loop_vg, "d1", dom))["changed"]
+    kept = run_module("sltv_attachment", attach_args(loop_vg, "d1", dom, state="absent", persistent=False))
+    assert not kept.get("failed") and kept["changed"] is False and kept["actions"] == [], kept
+    assert set(inactive_disks(dom)) == {"vda"}
+    assert [t for t in loop_vg.lvs()["d1"]["tags"] if t.startswith("sltv_attached=")]

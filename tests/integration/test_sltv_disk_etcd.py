@@ -73,6 +73,11 @@ def test_lock_is_really_taken(etcd_server, loop_vg):
         value, lease = lock_key_value(etcd_server, loop_vg)
         assert value["holder"] == "pytest-holder" and lease == lock.lease_id
         waiting = start_module("sltv_disk", etcd_args(etcd_server, loop_vg, "waits", size="64M"))
+        # the module has reached the lock when its lease exists (its start-up is slow on a busy machine)
+        deadline = time.monotonic() + 60
+        while "found 2 leases" not in etcd_server.etcdctl("lease", "list") and time.monotonic() < deadline:
+            assert waiting[0].poll() is None, "the create did not wait for the lock"
+            time.sleep(0.1)
         time.sleep(2.0)
         assert waiting[0].poll() is None, "the create did not wait for the lock"
         assert "waits" not in loop_vg.lvs()

@@ -210,7 +210,7 @@ def _plan_create(spec, vg, where, can_activate):
     after = {
         "name": spec.name, "vg": vg.name, "path": "/dev/%s/%s" % (vg.name, spec.name),
         "kind": spec.provisioning, "format": fmt, "size": lv_size, "virtual_size": virtual_size,
-        "initialized": header_written, "attachments": [], "exists": True,
+        "initialized": header_written, "attachments": [], "claims": [], "exists": True,
         "lv_tags": sorted(tags if not header_written else [t for t in tags if t != T.INIT_PENDING_TAG]),
     }
     return DiskPlan(actions, absent_dict(spec), after, lv_size=lv_size, virtual_size=virtual_size,

@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 import socket
 import traceback
 
@@ -85,8 +86,24 @@ def run_or_fail(module, where, runner, action, result=None):
                          **_failure(where, "unexpected error: %s" % exc, runner, result))
 
 
+_NOTHING_CHANGED = re.compile(r"\s*[.;]?\s*nothing was changed\.?", re.IGNORECASE)
+
+
 def _failure(where, message, runner, result):
     done = list(result.done) if result is not None else []
     if done:
-        message = "%s. %s" % (message.rstrip("."), result.partial())
+        # A lock or lvm error says "nothing was changed" of its own step; the run did change things.
+        message = "%s. %s" % (_NOTHING_CHANGED.sub("", message).rstrip(". "), result.partial())
     return dict(msg="%s: %s" % (where, message), commands=runner.commands, changed=bool(done), done=done)
+
+
+def exit_with(module, result, runner, header, diff=None, **output):
+    """Warnings, then exit_json with what every module returns (``changed``, ``actions``,
+    ``commands``, ``lock_wait``), ``output``, and in diff mode ``diff`` = (before, after)."""
+    for warning in result.warnings:
+        module.warn(warning)
+    output.update(changed=result.changed, actions=result.actions, commands=runner.commands,
+                  lock_wait=round(result.lock_wait, 6))
+    if module._diff and diff is not None:
+        output["diff"] = dict(before=diff[0], after=diff[1], before_header=header, after_header=header)
+    module.exit_json(**output)
