@@ -53,8 +53,9 @@ options:
     type: str
   delta:
     description:
-      - "Grow by this much, relative to the current size. B(Not idempotent): every run grows the disk
-        again. Use O(size) in playbooks that run more than once."
+      - "Grow by this much, relative to the current size (V(10G) or V(+10G), as C(lvextend -L +10G)).
+        B(Not idempotent): every run grows the disk again. Use O(size) in playbooks that run more than once."
+      - Concurrent delta extends from several hosts all count (each is decided under the VG lock).
     type: str
   physical:
     description:

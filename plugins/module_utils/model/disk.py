@@ -50,6 +50,9 @@ class DiskSpec(object):
         self.initial_size = None if initial_size is None else parse_size(initial_size, "initial_size of disk %s" % name)
         if self.initial_size is not None and provisioning != THIN:
             raise ValidationError("initial_size applies to thin disks only (disk %s is thick)" % name)
+        if self.initial_size is not None and self.size is not None and self.initial_size > self.size:
+            raise ValidationError("initial_size %s of disk %s is above its virtual size %s: a thin disk's LV starts "
+                                  "smaller than what the guest sees" % (human(self.initial_size), name, human(self.size)))
         self.wipe = wipe
         self.force = bool(force)
 

@@ -17,9 +17,10 @@ BUSES = {"virtio": "vd", "scsi": "sd"}
 CACHE_MODES = ("none", "writethrough", "writeback", "directsync", "unsafe")
 IO_MODES = ("native", "threads", "io_uring")
 DISCARD_MODES = ("unmap", "ignore")
-_TARGET_RE = re.compile(r"^(vd|sd|hd|xvd)([a-z]{1,3})$")
-_SERIAL_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,20}$")
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+# \Z, not $: "$" matches before a trailing newline ("vdb\n" would pass)
+_TARGET_RE = re.compile(r"^(vd|sd|hd|xvd)([a-z]{1,3})\Z")
+_SERIAL_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,20}\Z")
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z")
 
 
 class DomainDisk(object):

@@ -11,7 +11,7 @@ import re
 
 from ansible_collections.sltv.core.plugins.module_utils.errors import ValidationError
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9+_.-]+$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9+_.-]+\Z")  # \Z: "$" would let a trailing newline through
 MAX_NAME_LENGTH = 127
 
 # lvm2 reserves these parts for its internal sub-LVs; an LV name may not contain them.

@@ -18,7 +18,8 @@ TIB = 1024 ** 4
 
 # Every unit is binary: "G", "GB" and "GiB" all mean 2**30, as in lvm2 and SLTV.
 _UNITS = {"": 1, "b": 1, "k": KIB, "m": MIB, "g": GIB, "t": TIB, "p": 1024 ** 5}
-_SIZE_RE = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[bkmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
+# ASCII digits only (\d and int() take any Unicode digit: "５G" must not be 5 GiB); \Z, not $ ("1G\n").
+_SIZE_RE = re.compile(r"^ *(?P<number>[0-9]+(?:\.[0-9]+)?) *(?P<unit>[bkmgtp]?)(?P<suffix>(?:i?b)?) *\Z", re.IGNORECASE)
 
 # One extend step of a thin disk: the default first LV size of a thin disk, shared with the agent.
 DEFAULT_THIN_CHUNK = 1 * GIB
@@ -48,6 +49,8 @@ def parse_size(value, what="size"):
             "(K, M, G, T, P; e.g. 512M, 50G, 50GiB, 1.5T)" % (what, text)
         )
     number, unit = match.group("number"), match.group("unit").lower()
+    if "." in number and _UNITS[unit] == 1:
+        raise ValidationError("%s %r has a fraction of a byte: give whole bytes, or a unit (e.g. 1.5G)" % (what, text))
     if "." in number:
         whole, frac = number.split(".")
         scale = 10 ** len(frac)

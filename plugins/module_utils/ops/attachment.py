@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import xml.etree.ElementTree as ET
 
 from ansible_collections.sltv.core.plugins.module_utils.model import ownership as O
@@ -62,11 +63,12 @@ class AttachSpec(object):
             raise ValidationError("discard must be one of %s, got %r" % (", ".join(DISCARD_MODES), discard))
         if io == "native" and cache not in ("none", "directsync"):
             raise ValidationError("io=native needs cache=none or cache=directsync (QEMU refuses it otherwise)")
-        if detach_timeout is None or detach_timeout <= 0:
-            raise ValidationError("detach_timeout must be greater than 0 seconds")
+        if detach_timeout is None or not (math.isfinite(detach_timeout) and detach_timeout > 0):
+            raise ValidationError("detach_timeout must be a finite number of seconds greater than 0, got %r"
+                                  % (detach_timeout,))
         self.domain = domain
         self.state = state
-        self.target = validate_target(target, bus) if target else None
+        self.target = validate_target(target, bus) if target is not None else None  # "" is an error
         self.bus = bus
         self.live = bool(live)
         self.persistent = bool(persistent)

@@ -42,6 +42,8 @@ class ExtendSpec(object):
         if size is None and delta is None and physical is None:
             raise ValidationError("one of size, delta or physical is required")
         self.size = None if size is None else parse_size(size, "size of disk %s" % disk)
+        if isinstance(delta, str) and delta.strip().startswith("+"):
+            delta = delta.strip()[1:]  # "+1G" reads as it does for lvextend -L +1G
         self.delta = None if delta is None else parse_size(delta, "delta of disk %s" % disk)
         self.physical = None if physical is None else parse_size(physical, "physical of disk %s" % disk)
 

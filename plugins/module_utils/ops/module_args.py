@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import os
 import re
 import socket
@@ -46,8 +47,9 @@ def lock_factory(params, vg, tool):
 
 def check_lock_params(params):
     """Return an error message for lock settings that make no sense, or None."""
-    if params.get("lock_timeout") is not None and params["lock_timeout"] <= 0:
-        return "lock_timeout must be greater than 0 seconds"
+    timeout = params.get("lock_timeout")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        return "lock_timeout must be a finite number of seconds greater than 0, got %r" % (timeout,)
     if params.get("lock_ttl") is not None and params["lock_ttl"] < MIN_LOCK_TTL:
         return "lock_ttl must be at least %d seconds (the lease is refreshed every lock_ttl/3)" % MIN_LOCK_TTL
     if params.get("lock_backend") == "etcd" and not params.get("etcd_endpoints"):

@@ -63,3 +63,41 @@ def test_device_mapper_detection(tmp_path):
     misc.write_text("237 loop-control\n232 kvm\n")
     assert not device_mapper_loaded(str(misc))
     assert not device_mapper_loaded(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("name", ["web01\n", "web01\n\n", "\uff57eb"])
+def test_names_with_a_trailing_newline_or_non_ascii_are_refused(name):
+    from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_disk_name, validate_vg_name
+
+    with pytest.raises(ValidationError):
+        validate_disk_name(name)
+    with pytest.raises(ValidationError):
+        validate_vg_name(name)
+
+
+def test_targets_serials_and_timeouts_refuse_newlines_empty_and_non_finite():
+    from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import validate_serial, validate_target
+    from ansible_collections.sltv.core.plugins.module_utils.ops.attachment import AttachSpec
+    from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import check_lock_params
+
+    for bad in ("vdb\n", ""):
+        with pytest.raises(ValidationError):
+            validate_target(bad, "virtio")
+    with pytest.raises(ValidationError):
+        AttachSpec("d1", "vg0", "web01", target="")
+    with pytest.raises(ValidationError):
+        validate_serial("abc\n")
+    for bad in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(ValidationError):
+            AttachSpec("d1", "vg0", "web01", detach_timeout=bad)
+        assert "lock_timeout" in check_lock_params(dict(lock_timeout=bad))
+
+
+def test_delta_takes_a_plus_sign_and_thin_initial_size_stays_below_the_virtual_size():
+    from ansible_collections.sltv.core.plugins.module_utils.model.disk import DiskSpec
+    from ansible_collections.sltv.core.plugins.module_utils.ops.extend import ExtendSpec
+
+    assert ExtendSpec("d1", "vg0", delta="+1G").delta == 1024 ** 3
+    with pytest.raises(ValidationError) as info:
+        DiskSpec("t1", "vg0", provisioning="thin", size="1G", initial_size="2G")
+    assert "above its virtual size" in str(info.value)

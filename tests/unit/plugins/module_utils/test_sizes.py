@@ -12,13 +12,15 @@ from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, 
 @pytest.mark.parametrize("text,expected", [
     ("50G", 50 * GIB), ("50GiB", 50 * GIB), ("50GB", 50 * GIB), ("50g", 50 * GIB),
     ("512M", 512 * MIB), ("512MiB", 512 * MIB), ("1T", TIB), ("1048576", MIB), (" 4 k ", 4096),
-    ("1.5G", 3 * GIB // 2), ("0.5K", 512), ("1.0000000001B", 2), (4096, 4096), ("7b", 7),
+    ("1.5G", 3 * GIB // 2), ("0.5K", 512), ("1.0000000001K", 1025), (4096, 4096), ("7b", 7),
 ])
 def test_parse_size_accepts_binary_units(text, expected):
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["0", "0G", "-1G", "-5", "", "G", "1.5.5G", "10X", "ten", "1e9", "5 G B", 0, -3, True, "1_000"])
+@pytest.mark.parametrize("text", ["0", "0G", "-1G", "-5", "", "G", "1.5.5G", "10X", "ten", "1e9", "5 G B", 0, -3, True, "1_000",
+                                  # issue 14: non-ASCII digits, a trailing newline, fractional bytes
+                                  "\uff15G", "\u0663G", "1G\n", "0.1b", "1.0000000001b", "1.5"])
 def test_parse_size_rejects(text):
     with pytest.raises(ValidationError) as err:
         parse_size(text, "size of disk d1")
