@@ -261,5 +261,6 @@ def main():
         output["target"] = result.target
     exit_with(module, result, runner, "domain %s" % params["domain"], (result.xml_before, result.xml_after), **output)
 
+
 if __name__ == "__main__":
     main()

@@ -269,5 +269,6 @@ def main():
     exit_with(module, result, runner, "%s/%s" % (params["vg"], params["name"]), (result.before, result.after),
               disk=result.after)
 
+
 if __name__ == "__main__":
     main()

@@ -169,5 +169,6 @@ def main():
     exit_with(module, result, runner, "%s/%s" % (params["vg"], params["disk"]), (result.before, result.after),
               size=result.after["size"], virtual_size=result.after["virtual_size"], guests=result.guests)
 
+
 if __name__ == "__main__":
     main()

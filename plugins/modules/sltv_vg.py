@@ -42,8 +42,8 @@ options:
   tags:
     description:
       - Tags the VG must carry (added when missing; other tags are left alone).
-      - lvm's tag alphabet only (C(A-Z a-z 0-9 _ + . - / = ! : & #)); C(sltv_lock=) tags are refused
-        here (use O(declare_lock_backend)).
+      - "lvm's tag alphabet only (C(A-Z a-z 0-9 _ + . - / = ! : & #)); C(sltv_lock=) tags are refused
+        here (use O(declare_lock_backend))."
     type: list
     elements: str
     default: []

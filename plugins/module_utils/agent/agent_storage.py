@@ -167,6 +167,11 @@ class LvmStorage(Storage):
             self._backend_refused.add(vg.name)
             return str(exc)
 
+    def _lock_factory(self, vg_name):
+        def make():
+            return make_vg_lock(self.config.lock, vg_name, self.holder)
+        return make
+
     # -- claims ------------------------------------------------------------------------------------
     def reclaim(self, uuid, domain_name, paths):
         moved = []
@@ -176,8 +181,7 @@ class LvmStorage(Storage):
                 continue
             vg_name, lv_name = known[0], known[1]
             result = OpResult()
-            lock_factory = lambda: make_vg_lock(self.config.lock, vg_name, self.holder)  # noqa: E731
-            with WritePath(self.runner, lock_factory, vg_name, result) as vg:
+            with WritePath(self.runner, self._lock_factory(vg_name), vg_name, result) as vg:
                 lv = vg.lvs.get(lv_name)
                 if lv is None:
                     continue

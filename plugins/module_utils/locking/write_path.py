@@ -46,9 +46,8 @@ def check_backend(vg, backend):
     if declared is None:
         if backend == "local" and vg.shared:
             return ("VG %s is an lvmlockd (%s) VG that declares no sltv lock backend (no tag %s<backend>), and "
-                    "this run uses lock_backend=local: if several hosts change it, use lock_backend=etcd and tag the "
-                    "VG (vgchange --addtag %setcd %s)" % (vg.name, vg.lock_type, LOCK_TAG_PREFIX, LOCK_TAG_PREFIX,
-                                                           vg.name))
+                    "this run uses lock_backend=local: if several hosts change it, use lock_backend=etcd and "
+                    "declare it (sltv.core.sltv_vg)" % (vg.name, vg.lock_type, LOCK_TAG_PREFIX))
         return None
     if declared not in BACKEND_STRENGTH:
         raise LockError("VG %s declares the unknown lock backend %r (tag %s%s): fix the tag (local or etcd)"
