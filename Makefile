@@ -3,20 +3,32 @@
 # first failing one.  Each stage also has a target of its own.
 #
 #   make test          deps, then: sanity lint changelog unit integration build molecule
+#   make test-fast     deps, then: sanity lint changelog unit integration (no VMs, no build;
+#                      under 10 min): the check to run before pushing; `make test` is the full one
 #   make sanity        ansible-test sanity, all tests, Python 3.11 (on a copy under build/sanity)
 #   make lint          ansible-lint, production profile (.ansible-lint)
 #   make changelog     antsibull-changelog lint
 #   make unit          pytest tests/unit
 #   make integration   pytest tests/integration (root: real etcd, LVM on loop devices)
 #   make build         ansible-galaxy collection build + install + ansible-doc of every module
-#   make molecule      the multi-host scenario in test-bed VMs (root; tests/testbed/testbed.py)
+#   make molecule      the multi-host scenario in test-bed VMs (root; tests/testbed/testbed.py);
+#                      SLTV_TESTBED_KEEP=1 leaves the test bed up for molecule-part
+#   make molecule-part PART=attach [CONVERGE=1]
+#                      only extensions/molecule/default/verify_PART.yml (several: PART="disks wipe";
+#                      also PART=all or idempotence) on the test bed that is up; CONVERGE=1 converges
+#                      first (and boots a test bed if none is up). The test bed stays up.
+#   make molecule-down the test bed down (after SLTV_TESTBED_KEEP=1 or molecule-part)
 #   make deps          only the apt packages and .venv
 #   make quickstart    playbooks/quickstart.yml on this host (root; needs device-mapper), not a test
 #   make clean         remove build outputs and caches (keeps .venv); `make distclean` also .venv
 #
 # Variables: PYTHON (interpreter for .venv, default python3), PYTEST_ARGS (extra pytest args),
 # STAGES (the stages `make test` runs, e.g. `make test STAGES="unit build"`),
-# QUICKSTART_ARGS (extra ansible-playbook args for `make quickstart`).
+# QUICKSTART_ARGS (extra ansible-playbook args for `make quickstart`), MOLECULE_ARGS (extra
+# `molecule test` args), PART and CONVERGE (molecule-part). The SLTV_TESTBED_* environment settings
+# (tests/testbed/README.md: state dir, ports) apply to molecule, molecule-part and molecule-down.
+# At the end, `make test` prints the time of each stage (build/logs/timings.txt) and of each
+# molecule step and verify part (build/logs/molecule-timings.txt).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -39,22 +51,29 @@ APT_INTEGRATION := lvm2 thin-provisioning-tools dmsetup etcd-server etcd-client 
 	openssl util-linux mount libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
 
 STAGES := sanity lint changelog unit integration build molecule
+FAST_STAGES := sanity lint changelog unit integration
 
-.PHONY: test deps venv $(STAGES) quickstart clean distclean
+.PHONY: test test-fast deps venv $(STAGES) molecule-part molecule-down quickstart clean distclean
 
 test:
-	@start=$$(date +%s); rm -f build/logs/timings.txt; \
+	@start=$$(date +%s); rm -f build/logs/timings.txt build/logs/molecule-timings.txt; \
 	printf '==== make test: %s\n' "$(STAGES)"; \
 	$(MAKE) deps; \
 	rc=0; \
 	for stage in $(STAGES); do $(MAKE) $$stage || { rc=$$?; break; }; done; \
 	printf '\n==== stage timings\n'; cat build/logs/timings.txt 2>/dev/null || true; \
+	if [ -s build/logs/molecule-timings.txt ]; then \
+		printf '==== molecule timings (step, or step/verify part)\n'; cat build/logs/molecule-timings.txt; \
+	fi; \
 	if [ $$rc -eq 0 ]; then \
 		printf '==== make test: all stages passed in %ss\n' "$$(( $$(date +%s) - start ))"; \
 	else \
 		printf '==== make test: FAILED at stage "%s" after %ss\n' "$$stage" "$$(( $$(date +%s) - start ))" >&2; \
 	fi; \
 	exit $$rc
+
+test-fast:
+	@$(MAKE) test STAGES="$(FAST_STAGES)"
 
 deps:
 	@$(STAGE) deps bash -c '$(APT) $(APT_BASE) $(APT_SANITY) $(APT_INTEGRATION) && scripts/bootstrap.sh venv'
@@ -91,6 +110,16 @@ molecule:
 	@$(APT) $(APT_INTEGRATION)
 	@scripts/bootstrap.sh venv
 	@$(STAGE) molecule scripts/molecule.sh $(MOLECULE_ARGS)
+
+molecule-part:
+	@[ "$$(id -u)" -eq 0 ] || { echo 'ERROR: make molecule-part must run as root (VMs, network namespace)' >&2; exit 1; }
+	@[ -n "$(PART)" ] || { echo 'ERROR: make molecule-part PART=<verify part, e.g. attach> [CONVERGE=1]' >&2; exit 1; }
+	@scripts/bootstrap.sh venv
+	@SLTV_MOLECULE_CONVERGE=$(CONVERGE) scripts/molecule.sh part $(PART)
+
+molecule-down:
+	@[ "$$(id -u)" -eq 0 ] || { echo 'ERROR: make molecule-down must run as root' >&2; exit 1; }
+	@python3 tests/testbed/testbed.py down
 
 quickstart:
 	@[ "$$(id -u)" -eq 0 ] || { echo 'ERROR: make quickstart must run as root (loop device, LVM)' >&2; exit 1; }

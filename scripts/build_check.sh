@@ -16,6 +16,10 @@ out="${REPO_ROOT}/build/collection"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
+# ansible-galaxy and ansible-doc keep their caches and local tmp (galaxy_cache, tmp) under
+# ANSIBLE_HOME (default ~/.ansible): keep them in the temporary directory, out of the user's home.
+export ANSIBLE_HOME="${tmp}/ansible-home"
+
 cd "$REPO_ROOT"
 version="$(python -c 'import yaml; g = yaml.safe_load(open("galaxy.yml")); print(g["namespace"], g["name"], g["version"])')"
 read -r namespace name version <<<"$version"

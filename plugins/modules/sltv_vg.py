@@ -53,7 +53,6 @@ options:
     default: true
 seealso:
   - module: sltv.core.sltv_disk
-  - role: sltv.core.sltv_host
 """
 
 EXAMPLES = r"""
