@@ -136,7 +136,7 @@ class Agent(object):
         self.unknown_paths = set()
         self.indexes = {}           # uuid -> {target: source index}, from the live XML
         self.domains = {}           # uuid -> virDomain given by an event (saves a lookup per event)
-        self.enospc = {}            # uuid -> set of targets an enospc event named
+        self.enospc = {}            # uuid -> set of targets (or source paths) an enospc event named
         self.paused = {}            # uuid -> reason, while a domain is paused for an I/O error
         self.history = collections.deque(maxlen=HISTORY)
         self.libvirt_calls = 0
@@ -338,7 +338,11 @@ class Agent(object):
             if event.kind == "io_error":
                 event = event._replace(dev=self._io_error_target(event))
             if event.kind == "io_error" and event.detail == "enospc":
-                self.enospc.setdefault(event.uuid, set()).add(target_of(event.dev))
+                # the target when a watch resolves it, else the source path (a disk not watched yet:
+                # the event names only its alias, which no later lookup knows)
+                dev = target_of(event.dev)
+                known = any(u == event.uuid and t == dev for u, t in self.watches)
+                self.enospc.setdefault(event.uuid, set()).add(dev if known or not event.path else event.path)
             if event.kind == "lifecycle" and event.detail and event.detail[0] == LIFECYCLE_STARTED:
                 self.catalog_at = None  # a domain came (a start, an incoming migration): claims may move here
             by_domain.setdefault(event.uuid, []).append(event)
@@ -582,15 +586,25 @@ class Agent(object):
         return self.indexes[uuid].get(target)
 
     def _no_space_targets(self, dom, uuid, record):
-        """Targets paused for ENOSPC; records the pause the first time it is seen."""
+        """Targets paused for ENOSPC; records the pause the first time it is seen for sure."""
         try:
             errors = self._call(dom.diskErrors)
+            read = True
         except self.libvirt.libvirtError:
-            errors = {}
+            errors, read = {}, False
         targets = set(t for t, code in errors.items() if code == DISK_ERROR_NO_SPACE)
-        targets |= self.enospc.get(uuid, set())
+        by_path = dict((entry["path"], entry["name"]) for entry in block_entries(record))
+        names = set(by_path.values())
+        for named in self.enospc.get(uuid, set()):
+            # a source path (or an alias) from an event: the target the statistics give it now
+            if named in names:
+                targets.add(named)
+            elif named in by_path:
+                targets.add(by_path[named])
         others = set(t for t, code in errors.items() if code != DISK_ERROR_NO_SPACE and code != 0)
         reason = "enospc" if targets and not others else "other"
+        if not read and not targets:
+            return set()  # diskErrors failed and no event said ENOSPC: decide at the next look, record nothing
         if uuid not in self.paused:
             self.paused[uuid] = reason
             self.metrics.pauses.inc(reason=reason)

@@ -765,6 +765,38 @@ def test_io_error_event_with_device_alias_resumes():
     assert dom.names_called("resume") == [("resume",)]
 
 
+def test_enospc_on_a_disk_not_watched_yet_is_extended_and_resumed():
+    """The event names the alias of a disk attached after the last sweep: before, the alias went into
+    the ENOSPC set, the resume found no watch for it and the guest stayed paused (issue 12)."""
+    setup = Setup()
+    key = setup.storage.add("d1", 2 * GIB)
+    dom = setup.hv.add(UUID1, "web01")
+    dom.add_disk("vda", "/var/lib/libvirt/images/root.qcow2", index=1)
+    setup.agent.sweep()
+    dom.add_disk("vdb", "/dev/vg0/d1", index=4)  # hot-attached; no sweep yet
+    pause_for_enospc(dom)
+    setup.conn.fire_io_error(dom, "vdb")  # alias only, no watch to resolve it
+    setup.drain()
+    assert [e[0] for e in setup.storage.extends] == [key]
+    assert dom.names_called("resume") == [("resume",)]
+    assert UUID1 not in setup.agent.paused and UUID1 not in setup.agent.enospc
+
+
+def test_a_failed_disk_errors_read_does_not_mark_the_pause_as_not_ours():
+    """Before: one failed diskErrors() at the first sight of a pause recorded it as 'other' for good."""
+    setup, dom, key = one_disk()
+    pause_for_enospc(dom)
+    real = dom.diskErrors
+    dom.diskErrors = lambda flags=0: (_ for _ in ()).throw(FakeLibvirtError("libvirtd is restarting"))
+    setup.clock.advance(5)
+    setup.agent.sweep()
+    assert dom.names_called("resume") == [] and UUID1 not in setup.agent.paused
+    dom.diskErrors = real
+    setup.clock.advance(5)
+    setup.agent.sweep()
+    assert dom.names_called("resume") == [("resume",)]
+
+
 def test_io_error_enospc_without_pause_extends_at_once():
     setup, dom, key = one_disk()
     dom.disks["vdb"].allocation = 2 * GIB  # error_policy='report': the guest got the error, no pause
