@@ -1250,9 +1250,10 @@ def leftovers(paths):
     ours = (str(paths.state), str(paths.cache))
     found = []
     for entry in os.listdir("/proc"):
-        # A process is left behind when it holds a file there (QEMU its overlay, etcd its data),
-        # not when its arguments merely name the directory (the ansible-playbook calling us).
-        if entry.isdigit() and int(entry) != os.getpid() and holds_files_under(entry, ours):
+        # A process is left behind when it holds a file in our state directory (QEMU its overlay,
+        # etcd its data), not when its arguments merely name it (the ansible-playbook calling us),
+        # nor when it holds only the shared image cache (the VMs of another test bed's state).
+        if entry.isdigit() and int(entry) != os.getpid() and holds_files_under(entry, (str(paths.state),)):
             found.append("process %s: %s" % (entry, shlex.join(read_cmdline(entry))[:150]))
     for directory in ours:
         found += ["mount %s" % p for p in mounts_under(directory)]
