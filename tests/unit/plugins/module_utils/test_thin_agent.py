@@ -787,7 +787,11 @@ def test_a_failed_disk_errors_read_does_not_mark_the_pause_as_not_ours():
     setup, dom, key = one_disk()
     pause_for_enospc(dom)
     real = dom.diskErrors
-    dom.diskErrors = lambda flags=0: (_ for _ in ()).throw(FakeLibvirtError("libvirtd is restarting"))
+
+    def failing(flags=0):
+        raise FakeLibvirtError("libvirtd is restarting")
+
+    dom.diskErrors = failing
     setup.clock.advance(5)
     setup.agent.sweep()
     assert dom.names_called("resume") == [] and UUID1 not in setup.agent.paused
