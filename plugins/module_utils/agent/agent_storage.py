@@ -95,6 +95,15 @@ class Storage(object):
         """Release what the storage holds (etcd lease, connections)."""
 
 
+class _ClaimRecord(object):
+    """The claims of one sltv disk as last read (or as this agent last wrote them)."""
+
+    def __init__(self, vg, lv, claims):
+        self.vg = vg
+        self.lv = lv
+        self.claims = claims
+
+
 def device_size(path):
     """Size of a block device as the kernel sees it now (after lvextend or lvchange --refresh)."""
     fd = os.open(path, os.O_RDONLY)
@@ -122,7 +131,7 @@ class LvmStorage(Storage):
         self._cluster_retry_at = 0.0
         self._releasing = None  # the thread giving the last etcd lock back
         self._backend_refused = set()
-        self.claim_index = {}  # device path -> (vg, lv, [Claim]) of every sltv disk, as last read
+        self.claim_index = {}  # device path -> _ClaimRecord of every sltv disk, as last read
         self.started = clock()
 
     # -- reading -----------------------------------------------------------------------------------
@@ -140,20 +149,19 @@ class LvmStorage(Storage):
                 managed, facts = T.parse_tags(lv.tags)
                 if not managed:
                     continue
+                paths = sorted(set(lv_device_paths(vg.name, lv.name)) | (set([lv.path]) if lv.path else set()))
                 claims = O.claims_of(facts.get(T.ATTACHED, []))
-                for path in set(lv_device_paths(vg.name, lv.name)) | (set([lv.path]) if lv.path else set()):
-                    self.claim_index[path] = (vg.name, lv.name, claims)
+                record = _ClaimRecord(vg.name, lv.name, claims)  # one per disk, shared by its paths
+                for path in paths:
+                    self.claim_index[path] = record
                 if problem or facts.get(T.KIND, [None])[0] != "thin":
                     continue
                 if facts.get(T.INIT) or facts.get(T.STATE):
                     continue  # header not written yet, or being deleted: not a disk to grow
                 vsize = facts.get(T.VSIZE, [""])[0]
                 virtual = int(vsize) if vsize.isdigit() else lv.size
-                paths = set(lv_device_paths(vg.name, lv.name))
-                if lv.path:
-                    paths.add(lv.path)
                 disks.append(ThinDisk(vg.name, lv.name, lv.size, thin_cap(virtual, vg.extent_size),
-                                      vg.extent_size, sorted(paths), lv.active, claims))
+                                      vg.extent_size, paths, lv.active, claims))
         return disks
 
     def _backend_problem(self, vg):
@@ -175,28 +183,33 @@ class LvmStorage(Storage):
     # -- claims ------------------------------------------------------------------------------------
     def reclaim(self, uuid, domain_name, paths):
         moved = []
-        for path in paths:
-            known = self.claim_index.get(path)
-            if known is None or not any(c.uuid == uuid and c.host != self.host for c in known[2]):
+        for record in self._records(paths):
+            if not any(c.uuid == uuid and c.host != self.host for c in record.claims):
                 continue
-            vg_name, lv_name = known[0], known[1]
-            result = OpResult()
-            with WritePath(self.runner, self._lock_factory(vg_name), vg_name, result) as vg:
-                lv = vg.lvs.get(lv_name)
+            with WritePath(self.runner, self._lock_factory(record.vg), record.vg, OpResult()) as vg:
+                lv = vg.lvs.get(record.lv)
                 if lv is None:
                     continue
-                where = "disk %s/%s" % (vg_name, lv_name)
-                claims = O.claims_of(T.parse_tags(lv.tags)[1].get(T.ATTACHED, []))
-                decision = O.decide(O.RECLAIM, where, claims, self.host, uuid, domain_name, running_here=True)
+                claims = O.claims_in_tags(lv.tags)
+                decision = O.decide(O.RECLAIM, "disk %s/%s" % (record.vg, record.lv), claims, self.host, uuid,
+                                    domain_name, running_here=True)
                 if decision.claim is not None:
-                    self.runner.change_tags(vg_name, lv_name, add=[T.make_tag(T.ATTACHED, decision.claim.value)],
+                    self.runner.change_tags(record.vg, record.lv,
+                                            add=[T.make_tag(T.ATTACHED, decision.claim.value)],
                                             delete=[T.make_tag(T.ATTACHED, c.raw) for c in decision.stale])
                     claims = [c for c in claims if c not in decision.stale] + [decision.claim]
-                    moved.append("%s/%s" % (vg_name, lv_name))
-            for known_path, entry in list(self.claim_index.items()):
-                if entry[:2] == (vg_name, lv_name):
-                    self.claim_index[known_path] = (vg_name, lv_name, claims)
+                    moved.append("%s/%s" % (record.vg, record.lv))
+            record.claims = claims  # every path of the disk sees it
         return moved
+
+    def _records(self, paths):
+        """The index records of the sltv disks among ``paths``, each once."""
+        records = []
+        for path in paths:
+            record = self.claim_index.get(path)
+            if record is not None and record not in records:
+                records.append(record)
+        return records
 
     # -- extending ---------------------------------------------------------------------------------
     def extend(self, disk, size, timings):

@@ -341,7 +341,7 @@ class Agent(object):
                 # the target when a watch resolves it, else the source path (a disk not watched yet:
                 # the event names only its alias, which no later lookup knows)
                 dev = target_of(event.dev)
-                known = any(u == event.uuid and t == dev for u, t in self.watches)
+                known = (event.uuid, dev) in self.watches
                 self.enospc.setdefault(event.uuid, set()).add(dev if known or not event.path else event.path)
             if event.kind == "lifecycle" and event.detail and event.detail[0] == LIFECYCLE_STARTED:
                 self.catalog_at = None  # a domain came (a start, an incoming migration): claims may move here

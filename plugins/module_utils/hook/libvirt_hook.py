@@ -73,8 +73,7 @@ def managed_lvs(runner, xml_text):
         for name, lv_name, shareable in wanted:
             lv = vg.lvs.get(lv_name) if name == vg_name else None
             if lv is not None and T.MANAGED in lv.tags:
-                claims = O.claims_of(T.parse_tags(lv.tags)[1].get(T.ATTACHED, []))
-                result.append((vg_name, lv_name, shareable, vg.shared, lv.active, claims))
+                result.append((vg_name, lv_name, shareable, vg.shared, lv.active, O.claims_in_tags(lv.tags)))
     return result
 
 

@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.sltv.core.plugins.module_utils.errors import DiskStateError
+from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
 
 EXCLUSIVE, SHAREABLE = "exclusive", "shareable"
 
@@ -80,6 +81,11 @@ class Claim(object):
 def claims_of(values):
     """Claims from the decoded values of a disk's ``sltv_attached`` tags."""
     return [Claim.parse(v) for v in values]
+
+
+def claims_in_tags(lv_tags):
+    """Claims of an LV, from its raw lvm tags."""
+    return claims_of(T.parse_tags(lv_tags)[1].get(T.ATTACHED, []))
 
 
 class Decision(object):

@@ -84,16 +84,17 @@ def ensure_extended(spec, runner, hypervisor_factory, lock_factory, host, check_
     section as the lvextend: each is short (blockResize, qemu-img resize)."""
     result = ExtendResult() if result is None else result
     vg, disk = read_disk(runner, spec.vg, spec.disk)
-    O.decide(O.EXTEND, "disk %s in VG %s" % (disk.name, disk.vg), disk.claims, host)  # before libvirt is asked
+    _ask_rule(disk, host)  # before libvirt is asked
     hypervisor = _open_hypervisor(hypervisor_factory, required=bool(disk.attachments))
     try:
-        plan = _plan(spec, vg, disk, hypervisor, host)
+        plan = _plan(spec, vg, disk, hypervisor)
         _report(result, plan)
         if not plan.actions or check_mode:
             return result
         with WritePath(runner, lock_factory, spec.vg, result) as fresh_vg:
             disk = read_disk(runner, spec.vg, spec.disk, fresh_vg)[1]
-            plan = _plan(spec, fresh_vg, disk, hypervisor, host)
+            _ask_rule(disk, host)
+            plan = _plan(spec, fresh_vg, disk, hypervisor)
             _report(result, plan)
             _apply(spec, runner, plan, fresh_vg.shared, result)
         result.changed = bool(result.done)
@@ -122,9 +123,12 @@ def _report(result, plan):
     result.guests = [dict(domain=dom.name, target=dd.target, capacity=size_of_guest) for dom, dd, _r in plan.users]
 
 
-def _plan(spec, vg, disk, hypervisor, host):
+def _ask_rule(disk, host):
+    O.decide(O.EXTEND, "disk %s in VG %s" % (disk.name, disk.vg), disk.claims, host)
+
+
+def _plan(spec, vg, disk, hypervisor):
     where = "disk %s in VG %s" % (disk.name, disk.vg)
-    O.decide(O.EXTEND, where, disk.claims, host)
     users = _running_users(hypervisor, disk)
     current = disk.size if disk.kind == THICK else disk.virtual_size
     if spec.size is not None:

@@ -619,12 +619,18 @@ def test_allocation_past_physical_extends_beyond_it():
     assert new > 2 * GIB + 3 * MIB and new % EXTENT == 0
 
 
-def test_a_disk_claimed_by_another_domain_is_never_grown_here():
+def claimed_disk_past_its_end(claim):
+    """web01 runs the thin disk vg0/d1 (claimed by ``claim``) and wrote past its end; not swept yet."""
     setup = Setup()
-    key = setup.storage.add("d1", 2 * GIB, claims=[Claim("host2", UUID3, "exclusive", "db")])
+    key = setup.storage.add("d1", 2 * GIB, claims=[claim])
     dom = setup.hv.add(UUID1, "web01")
     dom.add_disk("vdb", "/dev/vg0/d1", index=4)
     dom.disks["vdb"].allocation = 2 * GIB + MIB
+    return setup, key
+
+
+def test_a_disk_claimed_by_another_domain_is_never_grown_here():
+    setup, key = claimed_disk_past_its_end(Claim("host2", UUID3, "exclusive", "db"))
     setup.agent.sweep()
     setup.agent.sweep()
     assert setup.storage.extends == []
@@ -632,11 +638,7 @@ def test_a_disk_claimed_by_another_domain_is_never_grown_here():
 
 
 def test_a_migrated_domains_disk_is_grown_and_its_claim_moved_here_by_the_sweep():
-    setup = Setup()
-    key = setup.storage.add("d1", 2 * GIB, claims=[Claim("host2", UUID1, "exclusive", "web01")])
-    dom = setup.hv.add(UUID1, "web01")
-    dom.add_disk("vdb", "/dev/vg0/d1", index=4)
-    dom.disks["vdb"].allocation = 2 * GIB + MIB
+    setup, key = claimed_disk_past_its_end(Claim("host2", UUID1, "exclusive", "web01"))
     setup.agent.sweep()
     assert [e[0] for e in setup.storage.extends] == [key]
     assert setup.storage.reclaims == [(UUID1, "web01", ["/dev/vg0/d1"])]
