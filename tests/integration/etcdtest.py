@@ -107,6 +107,7 @@ class EtcdServer(object):
         self.peer_port = None
         self.proc = None
         self._auth_enabled = False
+        self.initial_cluster = None  # "name=peer,..." of an EtcdCluster; None: a cluster of one
 
     @property
     def scheme(self):
@@ -126,8 +127,8 @@ class EtcdServer(object):
             ETCD_BIN, "--name", self.name, "--data-dir", self.data_dir,
             "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", "%s=%s" % (self.name, peer), "--initial-cluster-state", "new",
-            "--initial-cluster-token", "sltv-test-%d" % self.peer_port,
+            "--initial-cluster", self.initial_cluster or "%s=%s" % (self.name, peer), "--initial-cluster-state", "new",
+            "--initial-cluster-token", "sltv-test-%s" % (self.initial_cluster and "cluster" or self.peer_port),
             "--logger", "zap", "--log-outputs", "stderr",
         ]
         if self.tls:
@@ -145,13 +146,7 @@ class EtcdServer(object):
                 self.client_port, self.peer_port = free_port(), free_port()
                 if self.client_port == self.peer_port:
                     continue
-            log = open(self.log_path, "a")
-            try:
-                self.proc = subprocess.Popen(self._argv(), stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, close_fds=True)
-            finally:
-                log.close()
-            _RUNNING.append(self)
+            self.launch()
             if self._wait_healthy():
                 break
             self.stop()
@@ -160,6 +155,16 @@ class EtcdServer(object):
         if self.auth and not self._auth_enabled:
             self._enable_auth()
         return self
+
+    def launch(self):
+        """Start the process without waiting (a cluster member is healthy only once a quorum runs)."""
+        log = open(self.log_path, "a")
+        try:
+            self.proc = subprocess.Popen(self._argv(), stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, close_fds=True)
+        finally:
+            log.close()
+        _RUNNING.append(self)
 
     def _wait_healthy(self):
         import requests  # noqa: imported late: conftest must load even without it
@@ -245,6 +250,51 @@ class EtcdServer(object):
     def __repr__(self):
         return "<EtcdServer %s %s>" % (self.endpoint if self.client_port else "(not started)",
                                        "running" if self.running else "stopped")
+
+
+class EtcdCluster(object):
+    """A real cluster of ``size`` members on 127.0.0.1 (free ports, own data dirs).
+
+    ``members[i]`` are EtcdServer objects (``kill()``, ``start()`` again keeps its ports and data);
+    ``endpoints`` lists every member's client URL, ``client_settings()`` the lock settings for all."""
+
+    def __init__(self, base_dir, size=3):
+        self.members = []
+        for number in range(size):
+            member = EtcdServer(os.path.join(base_dir, "m%d" % number), name="m%d" % number)
+            os.makedirs(member.base_dir)
+            member.client_port, member.peer_port = free_port(), free_port()
+            self.members.append(member)
+        peers = ",".join("%s=http://127.0.0.1:%d" % (m.name, m.peer_port) for m in self.members)
+        for member in self.members:
+            member.initial_cluster = peers
+
+    @property
+    def endpoints(self):
+        return [member.endpoint for member in self.members]
+
+    def start(self):
+        for member in self.members:
+            if not member.running:
+                member.launch()
+        for member in self.members:
+            if not member._wait_healthy():  # pylint: disable=protected-access  # same module family
+                self.stop()
+                raise RuntimeError("etcd member %s did not start; log %s:\n%s"
+                                   % (member.name, member.log_path, member.log_tail()))
+        return self
+
+    def member(self, endpoint):
+        return next(m for m in self.members if m.endpoint == endpoint)
+
+    def stop(self):
+        for member in self.members:
+            member.stop(timeout=5.0)
+
+    def client_settings(self, **overrides):
+        settings = self.members[0].client_settings(etcd_endpoints=self.endpoints)
+        settings.update(overrides)
+        return settings
 
 
 @atexit.register

@@ -74,22 +74,38 @@ def test_missing_config_file_exits_2(tmp_path):
     assert proc.returncode == 2 and "cannot read the agent configuration" in proc.stderr, proc.stderr
 
 
-def test_unreachable_etcd_exits_1(tmp_path, loop_vg):
-    port = free_port()
-    path = write_config(tmp_path, vgs=[loop_vg.name],
-                        lock=dict(lock_backend="etcd", etcd_endpoints=["http://127.0.0.1:%d" % port]))
-    started = time.monotonic()
-    proc = run_agent(path)
-    assert proc.returncode == 1, proc
-    assert "etcd is not reachable" in proc.stderr and "127.0.0.1:%d" % port in proc.stderr, proc.stderr
-    assert time.monotonic() - started < 30
-
-
-def test_missing_vg_exits_1(tmp_path, loop_vg):
-    path = write_config(tmp_path, vgs=[loop_vg.name, "vg_not_here"])
-    proc = run_agent(path)
-    assert proc.returncode == 1, proc
-    assert "vg_not_here" in proc.stderr and "not found" in proc.stderr, proc.stderr
+def test_etcd_down_and_a_vg_missing_at_start_run_degraded(tmp_path, loop_vg, libvirtd):
+    """No exit and no restart loop: the agent is READY, watches the VG it has, and says what is missing in
+    its log and metrics (it looks for the VG at every sweep and for etcd every few seconds)."""
+    notify_path = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(30)
+    etcd_port, metrics_port = free_port(), free_port()
+    path = write_config(tmp_path, vgs=[loop_vg.name, "vg_not_here"], sweep_interval=0.5, metrics_port=metrics_port,
+                        lock=dict(lock_backend="etcd", etcd_endpoints=["http://127.0.0.1:%d" % etcd_port]))
+    proc = subprocess.Popen(agent_argv(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                            env=agent_env(dict(NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="20000000")))
+    try:
+        messages = []
+        deadline = time.monotonic() + 40
+        while not any("READY=1" in m for m in messages) and time.monotonic() < deadline:
+            messages.append(notify.recv(4096).decode())
+        assert any("READY=1" in m for m in messages), messages
+        body = urlopen("http://127.0.0.1:%d/metrics" % metrics_port, timeout=5).read().decode()
+        assert "sltv_agent_etcd_up 0" in body
+        assert 'sltv_agent_vg_up{vg="vg_not_here"} 0' in body
+        assert 'sltv_agent_vg_up{vg="%s"} 1' % loop_vg.name in body
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        stderr = proc.stderr.read()
+        assert "etcd is not reachable" in stderr and "127.0.0.1:%d" % etcd_port in stderr and "degraded" in stderr
+        assert "volume group vg_not_here not found" in stderr, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
 
 
 def test_missing_libvirt_exits_1(tmp_path, loop_vg):

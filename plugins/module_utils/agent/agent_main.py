@@ -4,7 +4,9 @@
 """``sltv-agent``: start-up checks, logging to the journal, signals, and the agent's main loop.
 
 Exit codes: 0 after SIGTERM/SIGINT, 2 for a bad configuration, 1 when something the agent needs
-is missing at start (libvirt, etcd, a VG, the metrics port). Every error says what to fix.
+is missing at start (libvirt, lvm's archive and backup directories, the metrics port). Every error
+says what to fix. etcd down or a configured VG missing at start is no reason to exit: the agent runs
+degraded (logged, and in its metrics and its etcd record) and catches up when they come back.
 The launcher (role sltv.core.sltv_agent) calls ``sys.exit(main())``.
 """
 
@@ -23,15 +25,20 @@ import time
 
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import parse_agent_config
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_metrics import Metrics, serve
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_status import STATUS_PATH
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import LvmStorage
+from ansible_collections.sltv.core.plugins.module_utils.agent.lvm_backup_check import check_backup_dirs
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError, ValidationError
-from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
+from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LVM_COMMAND_TIMEOUT, LvmRunner
 from ansible_collections.sltv.core.plugins.module_utils.infra.sd_notify import Notifier
 from ansible_collections.sltv.core.plugins.module_utils.agent.thin_agent import Agent
 
 VERSION = "1.0.0"
 DEFAULT_CONFIG = "/etc/sltv/agent.yml"
 ETCD_START_TIMEOUT = 10.0
+# lvm commands of the agent (lvextend, lvchange --refresh, lvm fullreport) take 0.1-3 s; one that
+# hangs (a dead LUN) is killed after this, its extend fails and is retried, and the VG lock is freed.
+AGENT_LVM_TIMEOUT = 30.0
 # sd-daemon(3) priority prefixes: journald files each line at its level.
 PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
@@ -89,16 +96,32 @@ def _etcd_connect(settings):
     return connect(settings, deadline=time.monotonic() + ETCD_START_TIMEOUT)
 
 
-def check_etcd(config):
-    """Fail at start when no etcd endpoint answers: the agent could never take a VG lock."""
+def check_etcd(config, log):
+    """True when etcd answers. Down (an outage): False, logged; the agent runs degraded, its extends
+    fail on the lock and are retried until etcd is back. Refused for good (TLS, credentials): raise."""
     if config.lock["lock_backend"] != "etcd":
-        return
+        return True
     try:
         client = _etcd_connect(config.lock)
     except SltvError as exc:
-        raise SltvError("etcd is not reachable (%s): %s; start etcd or fix lock.etcd_endpoints"
-                        % (", ".join(config.lock["etcd_endpoints"]), exc))
+        message = "etcd is not reachable (%s): %s; start etcd or fix lock.etcd_endpoints" % (
+            ", ".join(config.lock["etcd_endpoints"]), exc)
+        if getattr(exc, "permanent", False):
+            raise SltvError(message)
+        log.error("%s. Running degraded: extends need the etcd lock, they fail and are retried until etcd "
+                  "answers (metric sltv_agent_etcd_up 0)", message)
+        return False
     client.close()
+    return True
+
+
+def lvm_timeout(notifier):
+    """The agent's bound on one lvm command: within systemd's watchdog budget (half the interval at
+    which the main loop must ping it, so that a sweep's read and a refresh fit between two pings)."""
+    timeout = min(LVM_COMMAND_TIMEOUT, AGENT_LVM_TIMEOUT)
+    if notifier.watchdog_interval:
+        timeout = min(timeout, notifier.watchdog_interval / 2.0)
+    return timeout
 
 
 def parse_args(argv):
@@ -134,9 +157,11 @@ def main(argv=None, environ=None):
         config.lock["lock_timeout"] = notifier.watchdog_interval
     metrics = Metrics()
     try:
-        check_etcd(config)
-        storage = LvmStorage(config, LvmRunner(), host=host, etcd_connect=_etcd_connect, log=log)
-        storage.thin_disks()  # the VGs exist and lvm answers
+        check_backup_dirs()
+        etcd_up = check_etcd(config, log)
+        storage = LvmStorage(config, LvmRunner(timeout=lvm_timeout(notifier)), host=host, etcd_connect=_etcd_connect,
+                             log=log, cluster_up=etcd_up, status_path=STATUS_PATH)
+        storage.thin_disks()  # lvm answers; a missing VG is logged, and looked for at every sweep
         agent = Agent(config, storage, host=host, metrics=metrics, notifier=notifier, log=log)
         agent.start()
     except SltvError as exc:

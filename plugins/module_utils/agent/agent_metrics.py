@@ -144,6 +144,8 @@ class Metrics(object):
         self.info = self._add(Gauge, "sltv_agent_info", "The agent's host and version", ("host", "version"))
         self.libvirt_connected = self._add(Gauge, "sltv_agent_libvirt_connected", "1 while connected to libvirt")
         self.etcd_up = self._add(Gauge, "sltv_agent_etcd_up", "1 when the last etcd request worked (1 with the local lock)")
+        self.vg_up = self._add(Gauge, "sltv_agent_vg_up", "1 while the VG is seen on this host, 0 while it is missing",
+                               ("vg",))
         self.disks_watched = self._add(Gauge, "sltv_agent_disks_watched", "Thin disks of running local domains")
         self.physical = self._add(Gauge, "sltv_agent_disk_physical_bytes", "LV size of a thin disk", disk)
         self.allocation = self._add(Gauge, "sltv_agent_disk_allocation_bytes", "Highest offset written in the LV", disk)

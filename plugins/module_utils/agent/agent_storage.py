@@ -12,24 +12,23 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import copy
 import json
 import os
 import socket
 import threading
 import time
 
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_status import write_status
 from ansible_collections.sltv.core.plugins.module_utils.model import ownership as O
 from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
 from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import make_vg_lock
 from ansible_collections.sltv.core.plugins.module_utils.locking.write_path import WritePath, check_backend
 from ansible_collections.sltv.core.plugins.module_utils.ops.result import OpResult
-from ansible_collections.sltv.core.plugins.module_utils.infra.cluster_state import (
-    EXTEND_RECORD_TTL,
-    agent_key,
-    extend_key,
-)
+from ansible_collections.sltv.core.plugins.module_utils.infra.cluster_state import agent_key, extend_key
 from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import lv_device_paths
 from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, LockError, SltvError
+from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import VgNotFound
 from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import describe_error as describe_etcd_error
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import human, thin_cap
 
@@ -86,6 +85,8 @@ class Storage(object):
         the sltv disks among ``paths``; return the disk keys moved (none by default)."""
         return []
 
+    missing_vgs = ()  # configured VGs not found at the last read of thin_disks()
+
     @property
     def cluster_up(self):
         """False while the cluster store (etcd) does not answer."""
@@ -113,10 +114,16 @@ def device_size(path):
         os.close(fd)
 
 
+def active_here(disk):
+    """The LV is active on this host: the catalog says so, or (the catalog is older) its device exists."""
+    return disk.active or any(os.path.exists(path) for path in disk.paths)
+
+
 class LvmStorage(Storage):
     """Thin disks of the configured VGs; extends with lvextend under the VG lock (etcd or local)."""
 
-    def __init__(self, config, runner, host=None, etcd_connect=None, log=None, clock=time.time):
+    def __init__(self, config, runner, host=None, etcd_connect=None, log=None, clock=time.time, cluster_up=True,
+                 status_path=None):
         self.config = config
         self.runner = runner
         self.host = host or socket.gethostname()
@@ -126,23 +133,47 @@ class LvmStorage(Storage):
         self._etcd_connect = etcd_connect
         self._etcd = None
         self._lease = None
-        self._cluster_up = True
+        self._cluster_up = cluster_up  # False: started during an etcd outage
         self._seen_extends = {}  # etcd key -> (size, time) already handled
         self._cluster_retry_at = 0.0
-        self._releasing = None  # the thread giving the last etcd lock back
+        self._releasing = {}  # VG -> the thread giving its last etcd lock back (one worker per VG)
         self._backend_refused = set()
         self.claim_index = {}  # device path -> _ClaimRecord of every sltv disk, as last read
+        self.missing_vgs = []  # configured VGs not found at the last read
+        self.status_path = status_path  # the status file sltv_info reads (agent_status), None: not written
+        self._status_failed = False
         self.started = clock()
 
     # -- reading -----------------------------------------------------------------------------------
-    def thin_disks(self):
-        vgs = self.runner.read_vgs(self.config.vgs)
+    def _read_vgs(self):
+        """The configured VGs this host sees now; a missing one is noted (logged when it changes)."""
+        try:
+            vgs = self.runner.read_vgs(self.config.vgs)
+        except VgNotFound:
+            # lvm fails the whole report for one missing VG: read every VG, keep the configured ones
+            vgs = [vg for vg in self.runner.read_vgs() if vg.name in self.config.vgs]
         missing = sorted(set(self.config.vgs) - set(vg.name for vg in vgs))
-        if missing:
-            raise SltvError("volume group %s not found on host %s (check vgs in the agent config and that "
-                            "the PVs are visible here: pvs)" % (", ".join(missing), self.host))
+        if self.log:
+            for name in sorted(set(missing) - set(self.missing_vgs)):
+                self.log.error("volume group %s not found on host %s: no disk of it is grown until it appears "
+                               "(checked at every sweep; check vgs in the agent config and that its PVs are "
+                               "visible here: pvs)", name, self.host)
+            for name in sorted(set(self.missing_vgs) - set(missing)):
+                self.log.info("volume group %s found on host %s: growing its disks", name, self.host)
+        self.missing_vgs = missing
+        return vgs
+
+    def degraded(self):
+        """Why the agent cannot do all its work now (a list of short texts; empty when it can)."""
+        why = ["VG %s not found" % name for name in self.missing_vgs]
+        if not self._cluster_up:
+            why.append("etcd not reachable")
+        return why
+
+    def thin_disks(self):
+        vgs = self._read_vgs()
         disks = []
-        self.claim_index = {}
+        index = {}  # swapped in whole at the end: a reclaim on a worker thread reads the old one meanwhile
         for vg in vgs:
             problem = self._backend_problem(vg)
             for lv in vg.lvs.values():
@@ -153,7 +184,7 @@ class LvmStorage(Storage):
                 claims = O.claims_of(facts.get(T.ATTACHED, []))
                 record = _ClaimRecord(vg.name, lv.name, claims)  # one per disk, shared by its paths
                 for path in paths:
-                    self.claim_index[path] = record
+                    index[path] = record
                 if problem or facts.get(T.KIND, [None])[0] != "thin":
                     continue
                 if facts.get(T.INIT) or facts.get(T.STATE):
@@ -162,6 +193,7 @@ class LvmStorage(Storage):
                 virtual = int(vsize) if vsize.isdigit() else lv.size
                 disks.append(ThinDisk(vg.name, lv.name, lv.size, thin_cap(virtual, vg.extent_size),
                                       vg.extent_size, paths, lv.active, claims))
+        self.claim_index = index
         return disks
 
     def _backend_problem(self, vg):
@@ -215,7 +247,7 @@ class LvmStorage(Storage):
     def extend(self, disk, size, timings):
         if size > disk.cap:
             raise ExtendFailed("%s: %s is above the cap %s" % (disk.key, human(size), human(disk.cap)), "cap")
-        self._wait_released()
+        self._wait_released(disk.vg)
         lock = make_vg_lock(self.config.lock, disk.vg, self.holder)
         started = time.monotonic()
         try:
@@ -232,11 +264,13 @@ class LvmStorage(Storage):
             lock.ensure_held()
             fenced.append(time.monotonic() - fence_started)
 
+        # A runner of its own carries this lock's fence: extends of other VGs run at the same time.
+        runner = copy.copy(self.runner)
+        runner.fence = fence
         try:
-            self.runner.fence = fence
             started = time.monotonic()
             try:
-                self.runner.extend_lv(disk.vg, disk.name, size)
+                runner.extend_lv(disk.vg, disk.name, size)
             except LockError as exc:
                 raise ExtendFailed("%s: lost the lock of VG %s before lvextend: %s" % (disk.key, disk.vg, exc), "lock")
             except CommandError as exc:
@@ -244,14 +278,14 @@ class LvmStorage(Storage):
             timings["fence"] = sum(fenced)
             timings["lvextend"] = time.monotonic() - started - timings["fence"]
         finally:
-            self.runner.fence = None
-            self._release(lock)
+            runner.fence = None
+            self._release(lock, disk.vg)
         started = time.monotonic()
         new_size = self._verify(disk, size)
         timings["verify"] = time.monotonic() - started
         return new_size
 
-    def _release(self, lock):
+    def _release(self, lock, vg):
         """Give the VG lock back; an etcd lock off the extend's path.
 
         Its release is two etcd requests after lvextend has run: nothing is left to protect, so the
@@ -260,14 +294,17 @@ class LvmStorage(Storage):
         if self.config.lock["lock_backend"] != "etcd":
             lock.release()
             return
-        self._releasing = threading.Thread(target=lock.release, name="lock-release")
-        self._releasing.daemon = True
-        self._releasing.start()
+        releasing = threading.Thread(target=lock.release, name="lock-release-%s" % vg)
+        releasing.daemon = True
+        self._releasing[vg] = releasing
+        releasing.start()
 
-    def _wait_released(self):
-        if self._releasing is not None:
-            self._releasing.join()
-            self._releasing = None
+    def _wait_released(self, vg=None):
+        """Wait for the release of the last lock of ``vg`` (of every VG when None)."""
+        for name in [vg] if vg is not None else list(self._releasing):
+            releasing = self._releasing.pop(name, None)
+            if releasing is not None:
+                releasing.join()
 
     def _classify_failure(self, disk, size, exc):
         try:
@@ -276,7 +313,16 @@ class LvmStorage(Storage):
             raise ExtendFailed("%s: lvextend failed: %s" % (disk.key, exc), "lvm")
         lv = vg.lvs.get(disk.name)
         if lv is not None and lv.size >= size:
-            return  # another agent (the other end of a migration) grew it first: nothing lost
+            # Another agent (the other end of a migration) grew it first: nothing lost, but the dm
+            # device here keeps the old size until a refresh; do it now, so that _verify passes and
+            # a guest paused here is resumed at once (not after the next catalog read or a back-off).
+            if active_here(disk):
+                try:
+                    self.runner.refresh(disk.vg, disk.name)
+                except SltvError as refresh_error:
+                    raise ExtendFailed("%s: another host grew it to %s, but lvchange --refresh here failed: %s"
+                                       % (disk.key, human(lv.size), refresh_error), "lvm")
+            return
         if lv is not None and size - lv.size > vg.free:
             raise ExtendFailed("%s: VG %s is full (%s free, %s needed): add a PV (vgextend) or free space; "
                                "domains that hit the end of this disk stay paused until then"
@@ -285,7 +331,7 @@ class LvmStorage(Storage):
 
     def _verify(self, disk, size):
         """The size the kernel now gives the LV's device (active here), else lvm's report."""
-        if disk.active:
+        if active_here(disk):
             for path in disk.paths:
                 try:
                     seen = device_size(path)
@@ -339,24 +385,46 @@ class LvmStorage(Storage):
 
         client.txn(txn_body([], [request_put(key, json.dumps(value, sort_keys=True), lease)]))
 
+    def _agent_lease(self, client):
+        """The agent's one lease, granted once and kept alive by register(): its keys (the agent's
+        record and its extend records) go with it when the agent stops, nothing piles up in etcd."""
+        if self._lease is None:
+            self._lease = client.grant_lease(AGENT_LEASE_TTL)[0]
+        return self._lease
+
     def register(self, disks_watched=0):
-        """Keep ``<prefix>/agents/<host>`` alive on the agent's lease (sltv_info lists it)."""
+        """Keep ``<prefix>/agents/<host>`` alive on the agent's lease (sltv_info lists it), and write the
+        host's status file (sltv_info reads it with the local lock too)."""
+        self._write_status(disks_watched)
 
         def work(client):
-            if self._lease is None or client.refresh_lease(self._lease) <= 0:
-                self._lease = client.grant_lease(AGENT_LEASE_TTL)[0]
+            if self._lease is not None and client.refresh_lease(self._lease) <= 0:
+                self._lease = None  # expired (etcd was away longer than its TTL): a new one
             value = dict(host=self.host, pid=os.getpid(), started=int(self.started), disks=disks_watched,
-                         vgs=list(self.config.vgs))
-            self._put(client, agent_key(self.config.lock["lock_prefix"], self.host), value, self._lease)
+                         vgs=list(self.config.vgs), vgs_missing=list(self.missing_vgs),
+                         degraded=self.degraded())
+            self._put(client, agent_key(self.config.lock["lock_prefix"], self.host), value, self._agent_lease(client))
 
         self._cluster("agent registration", work)
 
+    def _write_status(self, disks_watched):
+        if not self.status_path:
+            return
+        try:
+            write_status(dict(host=self.host, pid=os.getpid(), disks=disks_watched, vgs=list(self.config.vgs),
+                              vgs_missing=list(self.missing_vgs), degraded=self.degraded()), self.status_path)
+            self._status_failed = False
+        except (IOError, OSError) as exc:
+            if self.log and not self._status_failed:
+                self.log.warning("cannot write the status file %s (sltv_info reads it): %s", self.status_path, exc)
+            self._status_failed = True
+
     def published(self, disk, size, seconds):
         def work(client):
-            lease = client.grant_lease(EXTEND_RECORD_TTL)[0]
             value = dict(host=self.host, vg=disk.vg, disk=disk.name, size=size, time=round(self.clock(), 3),
                          seconds=round(seconds, 3))
-            self._put(client, extend_key(self.config.lock["lock_prefix"], disk.vg, disk.name), value, lease)
+            self._put(client, extend_key(self.config.lock["lock_prefix"], disk.vg, disk.name), value,
+                      self._agent_lease(client))
 
         self._cluster("publishing the extend of %s" % disk.key, work)
 
@@ -366,16 +434,22 @@ class LvmStorage(Storage):
         etcd's extend records say which to look at at once; a size check of every active thin disk
         is the backstop (a record can be missed while etcd is down)."""
         records = self._cluster("reading extends", self._remote_extends) or []
-        wanted = dict(records)
         by_key = dict((d.key, d) for d in disks)
+        wanted = {}
+        for key, size, record_key, marker in records:
+            if key in by_key:
+                wanted[key] = size
+                # handled below; a disk the catalog does not know yet is looked at again next sweep
+                self._seen_extends[record_key] = marker
         for disk in disks:
             if disk.active:
                 wanted.setdefault(disk.key, None)
         refreshed = []
         for key in wanted:
-            disk = by_key.get(key)
-            if disk is None or not disk.active:
-                continue
+            # An etcd record is checked even when the catalog (up to CATALOG_MAX_AGE old) says the LV
+            # is inactive: it may have been activated since (an incoming migration). Its device exists
+            # only where it is active.
+            disk = by_key[key]
             try:
                 seen = device_size(disk.paths[0]) if os.path.exists(disk.paths[0]) else None
             except OSError:
@@ -386,18 +460,18 @@ class LvmStorage(Storage):
         return refreshed
 
     def _remote_extends(self, client):
+        """(disk key, size, record key, marker) of each extend record of another host not handled yet."""
         from ansible_collections.sltv.core.plugins.module_utils.infra.cluster_state import recent_extends
 
-        keys = []
+        found = []
         for record in recent_extends(client, self.config.lock["lock_prefix"]):
             if record.get("host") == self.host:
                 continue
             marker = (record.get("size"), record.get("time"))
             if self._seen_extends.get(record["key"]) == marker:
                 continue
-            self._seen_extends[record["key"]] = marker
-            keys.append(("%s/%s" % (record.get("vg"), record.get("disk")), record.get("size")))
-        return keys
+            found.append(("%s/%s" % (record.get("vg"), record.get("disk")), record.get("size"), record["key"], marker))
+        return found
 
     def close(self):
         self._wait_released()

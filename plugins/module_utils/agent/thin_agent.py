@@ -11,9 +11,12 @@ Two sources of work feed one worker (the caller's thread of ``run``):
 * a sweep every ``sweep_interval`` seconds: ONE ``getAllDomainStats`` call for all running domains,
   which catches missed events, libvirtd restarts, new attachments and incoming migrations.
 
-One worker means one extend at a time per host (lvm commands are serialised on a host anyway) and
-no race between two triggers for a disk: each decision reads fresh statistics first, so a duplicate
-event finds the disk already grown and only re-arms. A domain paused for ENOSPC on a thin disk is
+Decisions are made in that one thread, so two triggers for a disk never race: each decision reads
+fresh statistics first, so a duplicate event finds the disk already grown and only re-arms. The
+extends themselves run on one worker thread per VG (``vg_workers``): a VG whose lock cannot be had
+(etcd down, a stuck holder) or whose lvm command hangs until its timeout delays no other VG; moving
+claims after a migration (under the VG lock too) runs on a worker of its own. A disk being extended
+is left alone until its outcome comes back as an event. A domain paused for ENOSPC on a thin disk is
 resumed once every such disk has room; a domain paused for any other reason is never resumed.
 """
 
@@ -37,6 +40,7 @@ from ansible_collections.sltv.core.plugins.module_utils.model import ownership a
 from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import parse_disks
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 from ansible_collections.sltv.core.plugins.module_utils.agent.extend_policy import WriteRateEstimator
+from ansible_collections.sltv.core.plugins.module_utils.agent.vg_workers import VgWorkers
 from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import LibvirtError, import_libvirt
 from ansible_collections.sltv.core.plugins.module_utils.infra.sd_notify import Notifier
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import human
@@ -48,6 +52,7 @@ EXTEND_PHASES = ("detect", "lock", "fence", "lvextend", "verify", "rearm", "tota
 LOCK_BACKOFF = 2.0      # ... when the lock was the problem: each attempt already waits lock_timeout
 RECONNECT_BACKOFF = (0.5, 10.0)
 HISTORY = 2000          # extends kept in memory for tests and benchmarks
+CLAIMS_WORKER = "claims"  # the worker that moves claims after a migration (off the event thread)
 
 # libvirt constants, by value, so that the logic can be tested without libvirt installed.
 EVENT_LIFECYCLE, EVENT_IO_ERROR_REASON, EVENT_BLOCK_THRESHOLD = 0, 6, 24
@@ -57,6 +62,7 @@ STATS_ACTIVE, STATS_BACKING = 0x1, 0x40000000
 STATE_RUNNING, STATE_PAUSED, PAUSED_IOERROR = 1, 3, 5
 DISK_ERROR_NO_SPACE = 2
 
+ExtendJob = collections.namedtuple("ExtendJob", "dom watch disk target trigger detected_at timings arming")
 Event = collections.namedtuple("Event", "kind uuid dev path detail at excess")
 Event.__new__.__defaults__ = (None,)  # excess: bytes written past the threshold (threshold events only)
 
@@ -104,6 +110,8 @@ class Watch(object):
         self.retry_at = None
         self.backoff = 0.0
         self.cap_reported = False
+        self.extending = False      # an extend of it runs on its VG's worker
+        self.missed = False         # something wanted it while it did
 
     @property
     def dev(self):
@@ -118,7 +126,7 @@ class Agent(object):
     """``start()`` connects, ``run(stop_event)`` works until the event is set, ``close()`` cleans up."""
 
     def __init__(self, config, storage, host=None, metrics=None, notifier=None, log=None, libvirt_module=None,
-                 clock=time.monotonic, own_event_loop=True):
+                 clock=time.monotonic, own_event_loop=True, vg_workers=True):
         self.config = config
         self.storage = storage
         self.host = host
@@ -144,9 +152,12 @@ class Agent(object):
         self.policies = {}
         self.refused = set()        # (uuid, disk key) the ownership rule refused (logged once)
         self.reclaim_failing = set()  # uuids whose claims could not be moved here yet (logged once)
+        self.reclaiming = set()     # uuids whose reclaim runs on the claims worker
         self._closed = threading.Event()
         # A process has one libvirt event loop: a caller that runs its own passes own_event_loop=False.
         self._loop = None if own_event_loop else False
+        # One worker per VG runs the extends (vg_workers=False: inline, in the caller's thread).
+        self.workers = VgWorkers(self.log) if vg_workers else None
         self._reconnect_delay = RECONNECT_BACKOFF[0]
         self._next_connect = 0.0
         self.ready = False
@@ -259,8 +270,10 @@ class Agent(object):
         return False
 
     def _refresh_catalog_if_needed(self, paths, by_age=True):
-        # The age-based reload (an lvm fullreport) belongs to the sweep, never to an extend's path.
-        stale = self.catalog_at is None or (by_age and self.clock() - self.catalog_at > CATALOG_MAX_AGE)
+        # The age-based reload (an lvm fullreport) belongs to the sweep, never to an extend's path;
+        # while a VG is missing, every sweep looks for it (it may come back: a LUN, a vgimport).
+        stale = self.catalog_at is None or (by_age and (self.clock() - self.catalog_at > CATALOG_MAX_AGE
+                                                        or self.storage.missing_vgs))
         new = [p for p in paths if p and p not in self.paths and p not in self.unknown_paths and self._ours(p)]
         if stale or new:
             self._load_catalog()
@@ -331,8 +344,13 @@ class Agent(object):
         """Process queued events: one statistics read and one decision per domain."""
         by_domain = collections.OrderedDict()
         for event in batch:
-            if event.kind == "closed":
-                continue  # _ensure_connected sees it
+            if event.kind == "extended":
+                self._extended(event)  # first: the decisions below see the new size
+            elif event.kind == "reclaimed":
+                self._reclaimed(event.uuid, *event.detail)
+        for event in batch:
+            if event.kind in ("closed", "extended", "reclaimed"):
+                continue  # _ensure_connected sees a close
             self.metrics.events.inc(type={"threshold": "block_threshold", "io_error": "io_error"}.get(
                 event.kind, "lifecycle"))
             if event.kind == "io_error":
@@ -452,6 +470,8 @@ class Agent(object):
         if register is not None:
             register(len(self.watches))
         self.metrics.etcd_up.set(1 if self.storage.cluster_up else 0)
+        for vg in self.config.vgs:
+            self.metrics.vg_up.set(0 if vg in self.storage.missing_vgs else 1, vg=vg)
         self.metrics.sweeps.inc()
         self.metrics.sweep_duration.observe(self.clock() - started)
         self.sweep_calls.append(self.libvirt_calls - calls)
@@ -488,6 +508,9 @@ class Agent(object):
                 trigger = "enospc"
             if watch.retry_at is not None and now < watch.retry_at and not urgent and trigger != "retry":
                 continue
+            if watch.extending:
+                watch.missed = True  # looked at again with fresh statistics once that extend is done
+                continue
             if self._wants_extend(watch, disk, events, urgent):
                 grown[watch.target] = self._extend(dom, watch, disk, trigger, at)
             else:
@@ -523,22 +546,39 @@ class Agent(object):
         lock, decided again on a fresh read). A failure is logged and retried at the next sweep; until
         then other hosts refuse to act on the disk as if it ran on the source (the hook refuses to start
         it there, modules name the source)."""
-        reclaim = getattr(self.storage, "reclaim", None)
-        if reclaim is None:
+        if getattr(self.storage, "reclaim", None) is None:
             return
         paths = [entry["path"] for entry in block_entries(record)]
+        name = dom.name()
+        if self.workers is None:
+            self._reclaimed(uuid, name, self._run_reclaim(uuid, name, paths))
+            return
+        # Off this thread: it may wait for a VG lock (etcd down), which must not hold up events.
+        if uuid in self.reclaiming:
+            return  # the last one is still running (or waiting for its lock)
+        self.reclaiming.add(uuid)
+        self.workers.submit(CLAIMS_WORKER, lambda: self.events.put(
+            Event("reclaimed", uuid, None, None, (name, self._run_reclaim(uuid, name, paths)), self.clock())))
+
+    def _run_reclaim(self, uuid, name, paths):
+        """storage.reclaim; its failure (an SltvError) is returned, so that it can cross threads."""
         try:
-            moved = reclaim(uuid, dom.name(), paths)
+            return self.storage.reclaim(uuid, name, paths)
         except SltvError as exc:
+            return exc
+
+    def _reclaimed(self, uuid, name, outcome):
+        self.reclaiming.discard(uuid)
+        if isinstance(outcome, SltvError):
             self.metrics.errors.inc(kind="reclaim")
             if uuid not in self.reclaim_failing:
                 self.log.error("moving the claims of domain %s to this host failed (retried at every sweep): %s",
-                               dom.name(), exc)
+                               name, outcome)
             self.reclaim_failing.add(uuid)
             return
         self.reclaim_failing.discard(uuid)
-        for key in moved:
-            self.log.info("claim of %s moved to this host for domain %s (live migration)", key, dom.name())
+        for key in outcome:
+            self.log.info("claim of %s moved to this host for domain %s (live migration)", key, name)
 
     def _trigger(self, watch, events, now):
         for event in events:
@@ -660,10 +700,32 @@ class Agent(object):
         arming = threading.Thread(target=self._arm, args=(dom, watch, disk), kwargs=dict(force=True, size=target),
                                   name="arm-ahead")
         arming.start()
+        job = ExtendJob(dom, watch, disk, target, trigger, detected_at, timings, arming)
+        if self.workers is None:
+            return self._finish_extend(job, self._run_extend(job))
+        # On the VG's worker: its lock wait and lvm commands never hold up this thread (events,
+        # sweeps, other VGs). The outcome comes back as an event; until then the disk is left alone.
+        watch.extending = True
+        self.workers.submit(disk.vg, lambda: self.events.put(
+            Event("extended", watch.uuid, None, None, (job, self._run_extend(job)), self.clock())))
+        return None
+
+    def _run_extend(self, job):
+        """storage.extend; its failure is returned (an ExtendFailed), so that it can cross threads."""
         try:
-            new_size = self.storage.extend(disk, target, timings)
+            return self.storage.extend(job.disk, job.target, job.timings)
         except ExtendFailed as exc:
-            arming.join()
+            return exc
+        except Exception as exc:  # pylint: disable=broad-except  # e.g. lvm's verify read failed: retried too
+            return ExtendFailed("%s: %s" % (job.disk.key, exc), "other")
+
+    def _finish_extend(self, job, outcome):
+        """Account for an extend's outcome (new size or ExtendFailed) and re-arm; True when grown."""
+        dom, watch, disk, timings, trigger = job.dom, job.watch, job.disk, job.timings, job.trigger
+        watch.extending = False
+        if isinstance(outcome, ExtendFailed):
+            exc = outcome
+            job.arming.join()
             self._arm(dom, watch, disk, force=True)  # back to the threshold of the size the LV still has
             watch.backoff = min(max(watch.backoff * 2, 0.5), LOCK_BACKOFF if exc.reason == "lock" else MAX_BACKOFF)
             watch.retry_at = self.clock() + watch.backoff
@@ -674,16 +736,20 @@ class Agent(object):
             self.log.error("extend of %s (domain %s, %s) failed: %s; retry in %.1fs", disk.key, watch.domain,
                            trigger, exc, watch.backoff)
             return False
+        new_size = outcome
         old_size = disk.size
         disk.size = new_size
+        current = self.disks.get(disk.key)
+        if current is not None and current is not disk:  # the catalog was read again meanwhile
+            current.size = max(current.size, new_size)
         watch.backoff = 0.0
         watch.retry_at = None
         watch.cap_reported = False
         rearm_started = self.clock()
-        arming.join()
+        job.arming.join()
         self._arm(dom, watch, disk)  # only if the LV did not end at the target (another host grew it more)
         timings["rearm"] = self.clock() - rearm_started
-        timings["total"] = self.clock() - detected_at
+        timings["total"] = self.clock() - job.detected_at
         for phase, seconds in timings.items():
             self.metrics.extend_duration.observe(seconds, phase=phase)
         self.metrics.lock_wait.observe(timings.get("lock", 0.0))
@@ -696,6 +762,16 @@ class Agent(object):
                       " ".join("%s=%.3fs" % (k, timings[k]) for k in EXTEND_PHASES if k in timings))
         self.storage.published(disk, new_size, timings["total"])
         return True
+
+    def _extended(self, event):
+        """An extend done on a VG worker: account for it, then look at the domain again at once when it
+        waits for it (paused on ENOSPC) or wrote on while it ran (an event or sweep found it busy)."""
+        job, outcome = event.detail
+        self._finish_extend(job, outcome)
+        watch = job.watch
+        missed, watch.missed = watch.missed, False
+        if (missed or watch.uuid in self.paused or self.enospc.get(watch.uuid)) and watch.retry_at is None:
+            self._process_uuid(watch.uuid, [Event("retry", watch.uuid, None, None, None, self.clock())])
 
     def _arm(self, dom, watch, disk, force=False, size=None):
         """Arm the threshold for ``size`` (default: the LV's size now)."""
@@ -739,6 +815,8 @@ class Agent(object):
         self.metrics.disks_watched.set(len(self.watches))
 
     def close(self):
+        if self.workers is not None:
+            self.workers.close()
         if self.conn is not None:
             try:
                 self.conn.close()

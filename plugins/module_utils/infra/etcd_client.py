@@ -6,6 +6,8 @@
 What this adds to etcd3gw:
 
 * several endpoints tried in order, the first healthy one (it answers and knows a leader) wins;
+  a request that cannot reach the member in use is sent to the next one (failover): leases,
+  keys and revisions live in the cluster, so a held lock and its lease survive losing a member;
 * TLS files checked before use, so a wrong path is named instead of a cryptic SSL error;
 * user/password authentication (etcd3gw has none): POST /v3/auth/authenticate gives a token sent
   as the Authorization header; a request refused for an invalid/expired token is retried once
@@ -283,10 +285,13 @@ class EndpointError(LockError):
 
 
 class EtcdClient(Etcd3Client):
-    """etcd3gw's client for one endpoint, with timeouts, TLS checks and user/password auth."""
+    """etcd3gw's client with timeouts, TLS checks, user/password auth and failover.
+
+    ``endpoint`` is the member in use; ``endpoints`` (default: that one alone) the cluster's
+    members, tried in turn when the one in use cannot be reached."""
 
     def __init__(self, endpoint, ca_cert=None, cert=None, key=None, user=None, password=None,
-                 timeout=REQUEST_TIMEOUT):
+                 timeout=REQUEST_TIMEOUT, endpoints=None):
         protocol, host, port = parse_endpoint(endpoint)
         super(EtcdClient, self).__init__(
             host=host, port=port, protocol=protocol, ca_cert=ca_cert, cert_key=key, cert_cert=cert,
@@ -297,6 +302,10 @@ class EtcdClient(Etcd3Client):
         # settings count here. Without etcd_ca_cert, https uses requests' default CA bundle.
         self.session.trust_env = False
         self.endpoint = endpoint
+        self.endpoints = list(endpoints or [endpoint])
+        if endpoint not in self.endpoints:
+            self.endpoints.insert(0, endpoint)
+        self.failovers = 0
         self.ca_cert = ca_cert
         self.cert = cert
         self.key = key
@@ -308,7 +317,7 @@ class EtcdClient(Etcd3Client):
     def clone(self, timeout=None):
         """A client for the same endpoint with its own HTTP session (one per thread), same token."""
         other = EtcdClient(self.endpoint, self.ca_cert, self.cert, self.key, self.user, self._password,
-                           self.timeout if timeout is None else timeout)
+                           self.timeout if timeout is None else timeout, self.endpoints)
         token = self.session.headers.get("Authorization")
         if token:
             other.session.headers["Authorization"] = token
@@ -389,8 +398,41 @@ class EtcdClient(Etcd3Client):
             )
         self.session.headers["Authorization"] = body["token"]
 
+    def get_url(self, path):
+        """The URL of an API path on the member in use (whatever etcd3gw's version does)."""
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s://%s:%d%s%s" % (self.protocol, host, int(self.port), API_PATH, path.lstrip("/"))
+
+    def use_endpoint(self, endpoint):
+        """Send the next requests to ``endpoint`` (one of ``endpoints``)."""
+        self.protocol, self.host, self.port = parse_endpoint(endpoint)
+        self.endpoint = endpoint
+
     def post(self, url, *args, **kwargs):
-        """All of etcd3gw's calls go through here: one request, re-authenticating once on a bad token."""
+        """All of etcd3gw's calls go through here: one request, on the next member when the one in
+        use cannot be reached (each member tried once), re-authenticating once on a bad token."""
+        path = url[len(self.get_url("")):] if url.startswith(self.get_url("")) else None
+        tried = 1
+        while True:
+            try:
+                return self._post_authenticated(url, *args, **kwargs)
+            except (etcd3gw_exceptions.ConnectionFailedError, etcd3gw_exceptions.ConnectionTimeoutError,
+                    EndpointError):
+                if path is None or tried >= len(self.endpoints):
+                    raise
+            tried += 1
+            self.failover()
+            url = self.get_url(path)
+
+    def failover(self):
+        """Move to the next member (a simple token is per member: authenticate there)."""
+        at = self.endpoints.index(self.endpoint) if self.endpoint in self.endpoints else -1
+        self.use_endpoint(self.endpoints[(at + 1) % len(self.endpoints)])
+        self.failovers += 1
+        if self.user:
+            self.authenticate()
+
+    def _post_authenticated(self, url, *args, **kwargs):
         try:
             return self.request(url, *args, **kwargs)
         except etcd3gw_exceptions.Etcd3Exception as exc:
@@ -527,7 +569,8 @@ def connect(settings, timeout=REQUEST_TIMEOUT, deadline=None):
                 errors.append("%s: not tried (out of time)" % endpoint)
                 permanent = False
                 continue
-        client = EtcdClient(endpoint, ca_cert, cert, key, user, password, timeout=request_timeout)
+        client = EtcdClient(endpoint, ca_cert, cert, key, user, password, timeout=request_timeout,
+                            endpoints=endpoints)
         try:
             client.check_health()
             client.authenticate()

@@ -13,6 +13,9 @@
   the lease's remaining TTL is large enough). Otherwise LockLost: another host may already hold
   the VG, so the command must not run.
 * release: delete the key only if its create revision is still our token, revoke the lease.
+* every request (the keepalive's too) fails over to the next member of ``etcd_endpoints`` when the
+  one in use cannot be reached (``etcd_client``): the lease, the key and its revision live in the
+  cluster, so a lock survives losing one member of a healthy cluster (a rolling restart).
 
 The lock is never re-acquired behind the caller's back: once lost it stays lost.
 """
@@ -389,3 +392,8 @@ class EtcdVgLock(VgLock):
     @property
     def held(self):
         return self.token is not None
+
+    @property
+    def endpoint(self):
+        """The etcd member the lock talks to now (it moves to the next one when that one is lost)."""
+        return self._client.endpoint if self._client is not None else None

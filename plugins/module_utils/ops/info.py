@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_status import status_warning
 from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
 from ansible_collections.sltv.core.plugins.module_utils.model.disk import THIN, Disk
 from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import lv_device_paths
@@ -36,6 +37,9 @@ def _local_users(hypervisor, disk_users, vg, name, warnings):
 def gather(runner, host, hypervisor=None, vgs=None, disk=None, domain=None):
     """Return (disks, vg_summaries, warnings); ``domain`` filters by name or UUID."""
     warnings = []
+    agent = status_warning()  # the agent of this host runs degraded (a VG missing, etcd down) or stopped
+    if agent:
+        warnings.append(agent)
     disks, summaries = [], []
     disk_users = hypervisor.disk_users() if hypervisor is not None else {}  # one scan for all disks
     for vg in runner.read_vgs(vgs):

@@ -19,6 +19,7 @@ import pytest
 from ansible_collections.sltv.core.plugins.module_utils.agent import agent_main
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_main import JournalFormatter, load_config, main, setup_logging
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError, ValidationError
+from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import EndpointError
 from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import LibvirtError
 
 GOOD = """vgs: [vg0]
@@ -96,25 +97,45 @@ def test_default_config_path():
 
 # -- start-up failures -----------------------------------------------------------------------------------
 
-def test_unreachable_etcd_exits_1(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(agent_main, "ETCD_START_TIMEOUT", 3.0)
+def test_unreachable_etcd_at_start_runs_degraded(tmp_path, capsys, fakes, monkeypatch):
+    """Started during an etcd outage: no exit (and no restart loop); it runs, says so, etcd_up is 0."""
+    monkeypatch.setattr(agent_main, "ETCD_START_TIMEOUT", 1.0)
+    monkeypatch.setattr(agent_main, "serve", FakeServer)
+    path = write(tmp_path, "vgs: [vg0]\nlock:\n  lock_backend: etcd\n  etcd_endpoints: ['http://127.0.0.1:1']\n")
+    assert main(["--config", path], environ={}) == 0
+    assert FakeAgent.last.ran
+    assert FakeStorage.last.kwargs["cluster_up"] is False
+    err = capsys.readouterr().err
+    assert "<3>etcd is not reachable (http://127.0.0.1:1)" in err
+    assert "Running degraded" in err and "sltv_agent_etcd_up 0" in err
 
-    def no_lvm(*args, **kwargs):
-        raise AssertionError("the etcd check comes before lvm")
 
-    monkeypatch.setattr(agent_main, "LvmStorage", no_lvm)
+def test_etcd_refusing_for_good_exits_1(tmp_path, capsys, fakes, monkeypatch):
+    def refused(settings):
+        raise EndpointError("https://e1:2379: TLS error", permanent=True)
+
+    monkeypatch.setattr(agent_main, "_etcd_connect", refused)
     path = write(tmp_path, "vgs: [vg0]\nlock:\n  lock_backend: etcd\n  etcd_endpoints: ['http://127.0.0.1:1']\n")
     assert main(["--config", path], environ={}) == 1
-    err = capsys.readouterr().err
-    assert "<2>cannot start on host %s: etcd is not reachable (http://127.0.0.1:1)" % socket.gethostname() in err
-    assert "lock.etcd_endpoints" in err
+    assert "<2>cannot start on host %s: etcd is not reachable" % socket.gethostname() in capsys.readouterr().err
+
+
+class FakeServer(object):
+    def __init__(self, metrics, address, port):
+        self.args = (address, port)
+        self.stopped = False
+
+    def shutdown(self):
+        self.stopped = True
 
 
 class FakeStorage(object):
     error = None
 
-    def __init__(self, config, runner, host=None, etcd_connect=None, log=None):
+    def __init__(self, config, runner, host=None, etcd_connect=None, log=None, **kwargs):
         self.closed = False
+        self.runner = runner
+        self.kwargs = kwargs
         FakeStorage.last = self
 
     def thin_disks(self):
@@ -149,20 +170,44 @@ class FakeAgent(object):
 @pytest.fixture
 def fakes(monkeypatch):
     FakeStorage.error = None
+    FakeStorage.last = None
     FakeAgent.start_error = None
     FakeAgent.handlers = {}
     monkeypatch.setattr(agent_main, "LvmStorage", FakeStorage)
     monkeypatch.setattr(agent_main, "Agent", FakeAgent)
+    monkeypatch.setattr(agent_main, "check_backup_dirs", lambda: [])
     monkeypatch.setattr(agent_main.signal, "signal", FakeAgent.handlers.__setitem__)
     return FakeAgent
 
 
-def test_missing_vg_exits_1(tmp_path, capsys, fakes):
-    FakeStorage.error = "volume group vg0 not found on host h1 (check vgs in the agent config)"
+def test_lvm_failing_at_start_exits_1(tmp_path, capsys, fakes):
+    FakeStorage.error = "command lvm fullreport failed with exit code 5: lvm is broken"
     assert main(["--config", write(tmp_path, GOOD)], environ={}) == 1
     err = capsys.readouterr().err
     assert "<2>cannot start on host" in err
-    assert "volume group vg0 not found on host h1" in err
+    assert "lvm is broken" in err
+
+
+def test_lvm_backup_dirs_not_writable_exits_1(tmp_path, capsys, fakes, monkeypatch):
+    def check():
+        raise SltvError("lvm cannot archive or back up VG metadata: /etc/lvm/archive does not exist")
+
+    monkeypatch.setattr(agent_main, "check_backup_dirs", check)
+    assert main(["--config", write(tmp_path, GOOD)], environ={}) == 1
+    assert "<2>cannot start on host %s: lvm cannot archive or back up VG metadata: /etc/lvm/archive" % (
+        socket.gethostname()) in capsys.readouterr().err
+    assert not hasattr(FakeStorage, "last") or FakeStorage.last is None
+
+
+@pytest.mark.parametrize("watchdog_usec, expected", [(None, 30.0), ("60000000", 15.0), ("20000000", 5.0)],
+                         ids=["no-watchdog", "WatchdogSec=60", "WatchdogSec=20"])
+def test_lvm_commands_are_bounded_within_the_watchdog_budget(tmp_path, fakes, monkeypatch, watchdog_usec, expected):
+    """A hung lvm command (dead LUN) is killed in time: the main loop pings the watchdog every half
+    WatchdogSec, and a sweep's read plus a refresh must fit between two pings."""
+    monkeypatch.setattr(agent_main, "serve", FakeServer)
+    environ = {"NOTIFY_SOCKET": str(tmp_path / "nobody"), "WATCHDOG_USEC": watchdog_usec} if watchdog_usec else {}
+    assert main(["--config", write(tmp_path, GOOD)], environ=environ) == 0
+    assert FakeStorage.last.runner.timeout == expected
 
 
 def test_libvirt_down_exits_1(tmp_path, capsys, fakes):

@@ -7,8 +7,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
 import json
 import os
+import stat
 import time
 
 import pytest
@@ -44,7 +46,10 @@ class FakeRunner(object):
 
     def read_vgs(self, names=None):
         self.calls.append(("read_vgs", tuple(names or ())))
-        return [self._vg(name) for name in (names or sorted(self.vgs)) if name in self.vgs]
+        missing = [name for name in names or () if name not in self.vgs]
+        if missing:  # like lvm fullreport: one missing VG fails the whole report
+            raise VgNotFound("volume group %s not found on this host" % ", ".join(missing))
+        return [self._vg(name) for name in (names or sorted(self.vgs))]
 
     def read_vg(self, vg):
         self.calls.append(("read_vg", vg))
@@ -198,11 +203,44 @@ def test_thin_disks_of_several_vgs():
     assert sorted(d.key for d in storage(runner, vgs=("vg0", "vg1")).thin_disks()) == ["vg0/d1", "vg1/d2"]
 
 
-def test_missing_vg_names_vg_and_host():
+class ListLog(object):
+    def __init__(self):
+        self.lines = []
+
+    def error(self, fmt, *args):
+        self.lines.append(("error", fmt % args))
+
+    def info(self, fmt, *args):
+        self.lines.append(("info", fmt % args))
+
+    def warning(self, fmt, *args):
+        self.lines.append(("warning", fmt % args))
+
+
+def test_a_missing_vg_is_reported_and_the_others_are_grown():
+    """One VG missing (at start or later): its disks wait, the others' are grown; logged once, and in
+    the agent's etcd record (sltv_info lists it); picked up when it appears."""
     runner = FakeRunner()
-    with pytest.raises(SltvError, match="volume group vg1 not found on host hostA") as info:
-        storage(runner, vgs=("vg0", "vg1")).thin_disks()
-    assert "pvs" in str(info.value)
+    runner.add("d1", GIB)
+    log = ListLog()
+    etcd = FakeEtcd()
+    store = LvmStorage(parse_agent_config({"vgs": ["vg0", "vg1"], "lock": {"lock_backend": "etcd"}}), runner,
+                       host="hostA", etcd_connect=lambda settings: etcd, log=log)
+    assert [d.key for d in store.thin_disks()] == ["vg0/d1"]
+    assert store.missing_vgs == ["vg1"]
+    assert store.degraded() == ["VG vg1 not found"]
+    assert [line for line in log.lines if line[0] == "error"] == [
+        ("error", "volume group vg1 not found on host hostA: no disk of it is grown until it appears (checked at every "
+                  "sweep; check vgs in the agent config and that its PVs are visible here: pvs)")]
+    store.thin_disks()
+    assert len(log.lines) == 1  # said once
+    store.register(1)
+    value = json.loads(base64.b64decode(etcd.txns[-1]["success"][0]["request_put"]["value"]))
+    assert (value["vgs_missing"], value["degraded"]) == (["vg1"], ["VG vg1 not found"])
+    runner.add("d2", GIB, vg="vg1")  # the LUN came back
+    assert sorted(d.key for d in store.thin_disks()) == ["vg0/d1", "vg1/d2"]
+    assert store.missing_vgs == [] and store.degraded() == []
+    assert log.lines[-1] == ("info", "volume group vg1 found on host hostA: growing its disks")
 
 
 # -- extending -------------------------------------------------------------------------------------
@@ -445,11 +483,12 @@ def test_remote_extend_records_other_hosts_only(monkeypatch):
     monkeypatch.setattr(agent_storage.os.path, "exists", lambda path: True)
     store = storage(lock={"lock_backend": "etcd"}, etcd=etcd)
     assert remote_keys(store, etcd) == ["vg0/d1"]
+    store.after_sweep([disk("d1", 2 * GIB, active=True)])
     assert remote_keys(store, etcd) == []  # already handled
     etcd.kvs["/sltv/extends/vg0/d1"] = record("hostB", disk="d1", size=4 * GIB, at=200.0)
     assert remote_keys(store, etcd) == ["vg0/d1"]  # a newer extend
     store.after_sweep([disk("d1", 2 * GIB, active=True)])
-    assert checked == ["/dev/vg0/d1"]
+    assert checked == ["/dev/vg0/d1"] * 2
     assert store.cluster_up
 
 
@@ -482,9 +521,20 @@ def test_register_and_publish():
     store.published(disk(), 3 * GIB, 0.25)
     assert len(etcd.txns) == 3
     put = etcd.txns[-1]["success"][0]["request_put"]
-    assert put["lease"] == 2
+    assert put["lease"] == 1  # the agent's lease
     store.close()
     assert etcd.revoked == [1] and etcd.closed
+
+
+def test_published_extends_share_the_one_agent_lease():
+    """No lease per extend (each was 3600 s and never revoked: they piled up in etcd)."""
+    etcd = FakeEtcd()
+    store = storage(lock={"lock_backend": "etcd"}, etcd=etcd)
+    for number in range(5):
+        store.published(disk("d%d" % number), 3 * GIB, 0.25)  # before the first register, too
+    store.register(1)
+    assert etcd.leases == [agent_storage.AGENT_LEASE_TTL]
+    assert set(t["success"][0]["request_put"]["lease"] for t in etcd.txns) == set([1])
 
 
 @pytest.mark.parametrize("what", ["register", "published", "after_sweep", "close"])
@@ -583,3 +633,115 @@ def test_a_vg_declaring_etcd_is_not_grown_by_an_agent_on_the_local_lock(local_lo
 
     runner._vg = tagged
     assert storage(runner).thin_disks() == []
+
+
+# -- the migration window: another host grew the LV ------------------------------------------------
+
+def test_another_host_grew_it_refresh_here_and_verify_at_once(local_locks, tmp_path):
+    """lvextend says 'not larger': the other end of a migration grew it. The dm device here keeps the
+    old size until lvchange --refresh: refreshed at once, the extend is a success (the guest resumes)."""
+    runner = FakeRunner()
+    runner.add("d1", 3 * GIB, attr="-wi-a-----")  # the LV, as the other host left it
+    device = tmp_path / "dev-d1"
+    device.write_bytes(b"")
+    os.truncate(str(device), 2 * GIB)  # the device here, not refreshed yet
+    runner.extend_error = lvextend_error("New size given (768 extents) not larger than existing size (768 extents)")
+
+    def refresh(vg, name):
+        runner.calls.append(("refresh", vg, name))
+        os.truncate(str(device), runner.vgs[vg][name][0])
+
+    runner.refresh = refresh
+    thin = disk(active=False, paths=[str(device)])  # a catalog read before the migration: inactive
+    assert storage(runner).extend(thin, 3 * GIB, {}) == 3 * GIB
+    assert ("refresh", "vg0", "d1") in runner.calls
+
+
+def test_after_sweep_refreshes_what_a_record_names_even_if_the_catalog_says_inactive(tmp_path, monkeypatch):
+    """The catalog (up to 30 s old) says inactive, the LV was activated since (incoming migration):
+    the etcd record is acted on, not marked seen and dropped."""
+    etcd = FakeEtcd({"/sltv/extends/vg0/grown": record("hostB", disk="grown", size=3 * GIB)})
+    runner = FakeRunner()
+    store = storage(runner, lock={"lock_backend": "etcd"}, etcd=etcd)
+    disks = devices(tmp_path, [("grown", 2 * GIB, 2 * GIB, False)])
+    assert store.after_sweep(disks) == ["vg0/grown"]
+    assert runner.calls == [("refresh", "vg0", "grown")]
+
+
+def test_a_record_for_a_disk_not_in_the_catalog_yet_is_kept_for_the_next_sweep(tmp_path):
+    etcd = FakeEtcd({"/sltv/extends/vg0/new": record("hostB", disk="new", size=3 * GIB)})
+    runner = FakeRunner()
+    store = storage(runner, lock={"lock_backend": "etcd"}, etcd=etcd)
+    assert store.after_sweep([]) == []
+    assert store.after_sweep(devices(tmp_path, [("new", 3 * GIB, 2 * GIB, True)])) == ["vg0/new"]
+
+
+# -- a hung lvm command -------------------------------------------------------------------------------
+
+def fake_lvm_bin(tmp_path, lvextend_body):
+    """A PATH directory with an 'lvextend' script and an 'lvm' that reports vg0/d1 at 2 GiB."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    report = {"report": [{"vg": [{"vg_name": "vg0", "vg_size": str(200 * GIB), "vg_free": str(100 * GIB),
+                                  "vg_extent_size": str(EXTENT)}],
+                          "lv": [{"lv_name": "d1", "lv_size": str(2 * GIB), "lv_tags": THIN_TAGS, "lv_attr": "-wi-------"}]}]}
+    scripts = {"lvextend": "#!/bin/sh\n" + lvextend_body + "\n",
+               "lvm": "#!/bin/sh\ncat <<'JSON'\n%s\nJSON\n" % json.dumps(report)}
+    for name, text in scripts.items():
+        path = bin_dir / name
+        path.write_text(text)
+        path.chmod(stat.S_IRWXU)
+    return str(bin_dir)
+
+
+def test_a_hung_lvextend_is_killed_in_time_and_frees_the_vg_lock(local_locks, tmp_path, monkeypatch):
+    """A real process that hangs (a dead LUN): killed after the runner's timeout, the extend fails
+    (the agent counts and retries it), and the VG lock is free again."""
+    from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
+
+    lock_dir, made = local_locks
+    pid_file = tmp_path / "lvextend.pid"
+    monkeypatch.setenv("PATH", fake_lvm_bin(tmp_path, "echo $$ > %s\nexec sleep 60" % pid_file) + ":" + os.environ["PATH"])
+    runner = LvmRunner(host_lock_path=str(tmp_path / "host.lock"), environ={}, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(ExtendFailed, match="timeout after 0.5 s") as info:
+        storage(runner).extend(disk(), 3 * GIB, {})
+    assert time.monotonic() - started < 5
+    assert info.value.reason == "lvm"
+    assert not made[0].held
+    again = LocalVgLock("vg0", "other", 0.1, lock_dir=lock_dir)
+    again.acquire()  # free: nobody waits for a hung command
+    again.release()
+    pid = int(pid_file.read_text())
+    with pytest.raises(OSError):
+        os.kill(pid, 0)  # killed, not left behind
+
+
+def test_extends_of_two_vgs_at_once_each_fence_with_their_own_lock(local_locks):
+    """One worker per VG: two extends run at the same time, each lvextend fenced by its own VG's lock
+    (a shared runner.fence would let one VG's lvextend be fenced by the other's lock)."""
+    import threading
+
+    both_in = threading.Barrier(2, timeout=5)
+    fences = {}
+
+    class TwoAtOnce(FakeRunner):
+        def extend_lv(self, vg, name, size):
+            both_in.wait()  # both extends are between setting their fence and lvextend
+            fences[vg] = self.fence
+            super(TwoAtOnce, self).extend_lv(vg, name, size)
+
+    runner = TwoAtOnce()
+    runner.add("d0", 2 * GIB)
+    runner.add("d1", 2 * GIB, vg="vg1")
+    store = storage(runner, vgs=("vg0", "vg1"))
+    results = {}
+    threads = [threading.Thread(target=lambda d: results.setdefault(d.vg, store.extend(d, 3 * GIB, {})), args=(d,))
+               for d in (disk("d0"), ThinDisk("vg1", "d1", 2 * GIB, thin_cap(10 * GIB, EXTENT), EXTENT))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == {"vg0": 3 * GIB, "vg1": 3 * GIB}
+    assert fences["vg0"] is not None and fences["vg1"] is not None and fences["vg0"] is not fences["vg1"]
+    assert runner.fence is None

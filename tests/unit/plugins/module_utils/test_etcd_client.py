@@ -85,3 +85,65 @@ def test_a_lowered_timeout_applies_to_the_next_request(silent_server):
 def test_http_errors_map_like_etcd3gw(status, error):
     found = etcd_client.http_error(status)
     assert (found.__name__ if found else None) == error
+
+
+@pytest.fixture
+def answering_server():
+    """A minimal etcd gateway stand-in: every POST gets an empty range answer; paths are recorded."""
+    import http.server
+    import json
+
+    paths = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            paths.append(self.path)
+            body = json.dumps({"header": {"revision": "7"}, "kvs": []}).encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    yield "http://127.0.0.1:%d" % server.server_address[1], paths
+    server.shutdown()
+    thread.join()
+    server.server_close()
+
+
+def closed_port():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return "http://127.0.0.1:%d" % port
+
+
+def test_a_request_fails_over_to_the_next_member(answering_server):
+    """The member in use is gone (a rolling restart): the request goes to the next one, and stays there."""
+    good, paths = answering_server
+    dead = closed_port()
+    client = etcd_client.EtcdClient(dead, timeout=1.0, endpoints=[dead, good])
+    assert client.get_kv("/sltv/x") is None
+    assert client.endpoint == good and client.failovers == 1
+    assert paths == ["/v3/kv/range"]
+    clone = client.clone()
+    assert clone.endpoints == [dead, good] and clone.endpoint == good  # the keepalive's client, too
+    client.close()
+    clone.close()
+
+
+def test_every_member_down_raises_after_trying_each_once():
+    dead = [closed_port(), closed_port()]
+    client = etcd_client.EtcdClient(dead[0], timeout=0.5, endpoints=dead)
+    with pytest.raises(etcd3gw_exceptions.ConnectionFailedError):
+        client.txn({"compare": [], "success": [], "failure": []})
+    assert client.failovers == 1
+    client.close()

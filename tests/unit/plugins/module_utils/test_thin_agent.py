@@ -325,7 +325,7 @@ class Clock(object):
 class Setup(object):
     """A connected agent over the fakes; ``drain()`` hands queued events to the worker."""
 
-    def __init__(self, **config):
+    def __init__(self, vg_workers=False, **config):
         data = {"vgs": ["vg0"]}
         data.update(config)
         self.config = parse_agent_config(data)
@@ -334,7 +334,7 @@ class Setup(object):
         self.storage = FakeStorage()
         self.clock = Clock()
         self.agent = Agent(self.config, self.storage, host="host1", libvirt_module=self.libvirt, clock=self.clock,
-                           own_event_loop=False)
+                           own_event_loop=False, vg_workers=vg_workers)
         self.agent.start()
 
     @property
@@ -1251,3 +1251,123 @@ def test_run_loop_sweeps_notifies_and_handles_events():
     assert not worker.is_alive()
     assert storage.extends == [(key, 2 * GIB, 3 * GIB)]
     assert "WATCHDOG=1" in notifier.sent
+
+
+# -- one worker per VG ------------------------------------------------------------------------------
+
+class GatedStorage(FakeStorage):
+    """Extends of the VGs in ``gates`` wait for their threading.Event (a lock wait, a hung lvextend)."""
+
+    def __init__(self):
+        super(GatedStorage, self).__init__()
+        self.gates = {}
+        self.threads = []
+
+    def extend(self, disk, size, timings):
+        self.threads.append((disk.vg, threading.current_thread().name))
+        gate = self.gates.get(disk.vg)
+        if gate is not None:
+            gate.wait(10)
+        return super(GatedStorage, self).extend(disk, size, timings)
+
+
+def drain_until(setup, predicate, timeout=2.0):
+    """Hand the workers' outcomes (extends, claim moves) to the agent until ``predicate()`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        setup.drain()
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+def two_vgs_setup():
+    setup = Setup(vg_workers=True, vgs=["vg0", "vg1"])
+    setup.storage = setup.agent.storage = GatedStorage()
+    key0 = setup.storage.add("d0", 2 * GIB, vg="vg0")
+    key1 = setup.storage.add("d1", 2 * GIB, vg="vg1")
+    dom = setup.hv.add(UUID1, "web01")
+    dom.add_disk("vdb", "/dev/vg0/d0")
+    dom.add_disk("vdc", "/dev/vg1/d1")
+    setup.agent.sweep()
+    return setup, dom, key0, key1
+
+
+def test_a_vg_whose_extend_hangs_does_not_hold_up_another_vg():
+    setup, dom, key0, key1 = two_vgs_setup()
+    gate = setup.storage.gates["vg1"] = threading.Event()
+    try:
+        write_past_threshold(dom, "vdb")
+        write_past_threshold(dom, "vdc")
+        started = time.monotonic()
+        setup.agent.sweep()  # both want an extend; the sweep does not wait for either
+        assert time.monotonic() - started < 1
+        assert wait_until(lambda: [e[0] for e in setup.storage.extends] == [key0])
+        assert wait_until(lambda: ("vg1", "worker-vg1") in setup.storage.threads)  # started, waiting
+        assert drain_until(setup, lambda: setup.agent.history)
+        assert [r["disk"] for r in setup.agent.history] == [key0]  # vg0 grown and re-armed, vg1 still waits
+        assert setup.agent.disks[key0].size == 3 * GIB
+        setup.agent.sweep()  # vg1's disk is being extended: not submitted twice
+        time.sleep(0.05)
+        assert len([t for t in setup.storage.threads if t[0] == "vg1"]) == 1
+    finally:
+        gate.set()
+    assert drain_until(setup, lambda: len(setup.agent.history) == 2)
+    assert sorted(r["disk"] for r in setup.agent.history) == [key0, key1]
+    assert set(name for vg, name in setup.storage.threads) == set(["worker-vg0", "worker-vg1"])
+    setup.agent.close()
+
+
+def test_a_failed_extend_on_a_vg_worker_is_counted_and_retried():
+    setup, dom, key0, key1 = two_vgs_setup()
+    setup.storage.failures = [ExtendFailed("vg0/d0: lvextend failed: command timeout after 15 s", "lvm")]
+    write_past_threshold(dom, "vdb")
+    setup.agent.sweep()
+    assert drain_until(setup, lambda: setup.agent.metrics.errors.value(kind="lvm") == 1)
+    assert setup.agent.metrics.extend_failures.value(vg="vg0", reason="lvm") == 1
+    watch = setup.agent.watches[(UUID1, "vdb")]
+    assert watch.retry_at is not None and not watch.extending
+    setup.clock.advance(watch.backoff)
+    setup.agent._retry_due()  # pylint: disable=protected-access  # the run loop's retry turn
+    assert drain_until(setup, lambda: setup.agent.history)
+    assert setup.agent.disks[key0].size > 2 * GIB and setup.agent.history[-1]["trigger"] == "retry"
+    setup.agent.close()
+
+
+def test_a_paused_domain_is_resumed_when_its_vg_worker_is_done():
+    setup, dom, key0, key1 = two_vgs_setup()
+    pause_for_enospc(dom, "vdb")
+    setup.conn.fire_io_error(dom, "vdb")
+    setup.drain()
+    assert dom.names_called("resume") == []  # the extend runs on the worker
+    assert drain_until(setup, lambda: dom.state == RUNNING)
+    assert dom.state == RUNNING and setup.agent.metrics.resumes.value() == 1
+    setup.agent.close()
+
+
+def test_a_reclaim_waiting_for_its_vg_lock_holds_up_no_event():
+    """After a migration the claim is moved under the VG lock; while that lock cannot be had (etcd
+    down), the sweep and the extends go on: the reclaim waits on its own worker."""
+    setup, dom, key0, key1 = two_vgs_setup()
+    gate = threading.Event()
+    real = setup.storage.reclaim
+
+    def slow_reclaim(uuid, domain_name, paths):
+        gate.wait(10)
+        return real(uuid, domain_name, paths)
+
+    setup.storage.reclaim = slow_reclaim
+    try:
+        started = time.monotonic()
+        setup.agent.sweep()
+        setup.agent.sweep()  # the first reclaim still waits: not submitted again
+        assert time.monotonic() - started < 1
+        write_past_threshold(dom, "vdb")
+        setup.agent.sweep()
+        assert drain_until(setup, lambda: setup.agent.history)
+        assert len(setup.storage.reclaims) <= 1
+    finally:
+        gate.set()
+    assert drain_until(setup, lambda: not setup.agent.reclaiming)
+    setup.agent.close()
