@@ -223,9 +223,10 @@ def latency(options, res):
     print("domain settled (SeaBIOS done) after %.1f s" % settle([dom.name()], options.settle_seconds))
     storage = LoopStorage(VG)
     storage.add("bench0", loop, thin_cap(virtual, EXTENT))
-    # headroom_seconds tiny: rate * headroom_seconds never beats chunk/2, so the policy is fixed.
+    # headroom_seconds tiny: rate * headroom_seconds never beats chunk/2, so the policy is fixed (and no
+    # initial rate is assumed before one is measured: it would grow the small device to its cap at once).
     config = parse_agent_config(dict(vgs=[VG], chunk_min="%dM" % options.chunk_mib,
-                                     chunk_max="%dM" % options.chunk_mib, headroom_seconds=0.001))
+                                     chunk_max="%dM" % options.chunk_mib, headroom_seconds=0.001, initial_write_rate=0))
     agent = Agent(config, storage, own_event_loop=False)
     # detect = event callback -> extend start; split it where the worker takes the batch.
     queue_waits = {}  # index in agent.history -> seconds from the callback to the worker's handle()

@@ -6,6 +6,9 @@ Starts its own etcd on 127.0.0.1 (Debian etcd-server), like the tests. In one ru
 - EtcdVgLock acquire+release, uncontended, p50/p99 over --cycles (default 1000);
 - contended throughput: --procs processes (default 4) each taking the lock --per-proc times;
 - the local lock-file backend, for scale.
+Goals (issue 12): lock p50 <= 2 x the baseline p50, contention >= 200 locks/s with 4 processes.
+A lock is three requests once a process has connected (grant, the transaction, revoke: its key goes
+with the lease); the baseline is two.
 Run: python3 bench/bench_etcd_lock.py
 """
 from __future__ import absolute_import, division, print_function
@@ -105,7 +108,8 @@ def main():
         settings = server.client_settings(lock_prefix="/bench")
         print("etcd %s, %d cycles each" % (server.endpoint, options.cycles))
         base = report("bare txn put-if-absent + delete", bare_txn_cycles(server.endpoint, options.cycles))
-        report("EtcdVgLock acquire+release", lock_cycles(settings, options.cycles), base)
+        lock_p50 = report("EtcdVgLock acquire+release", lock_cycles(settings, options.cycles), base)
+        print("goal lock p50 <= 2 x baseline p50: %.2f x (%s)" % (lock_p50 / base, "met" if lock_p50 <= 2 * base else "NOT met"))
         local = dict(settings, lock_backend="local")
         report("local lock file acquire+release", lock_cycles(local, options.cycles, "bench-local"), base)
         elapsed, total = contended(settings, options.procs, options.per_proc)
@@ -113,6 +117,7 @@ def main():
         print("contended: %d processes x %d = %d critical sections in %.2f s = %.0f locks/s; counter %d (%s)"
               % (options.procs, options.per_proc, expected, elapsed, expected / elapsed, total,
                  "exact" if total == expected else "LOST UPDATES"))
+        print("goal >= 200 locks/s with 4 processes: %s" % ("met" if expected / elapsed >= 200 else "NOT met"))
     finally:
         server.stop()
 

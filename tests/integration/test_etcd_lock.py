@@ -189,6 +189,88 @@ def test_mutual_exclusion_between_processes(etcd_server, tmp_path):
     print("\nmutual exclusion: %d processes x %d rounds in %.2f s" % (workers, rounds, elapsed))
 
 
+def test_mutual_exclusion_between_threads_sharing_the_process_connections(etcd_server, tmp_path):
+    """The agent's case: several threads of one process (one worker per VG, the releases) lock through
+    the process's pooled connections; the lock is never held twice and the tokens strictly grow."""
+    settings = settings_for(etcd_server, lock_timeout=60)
+    counter, log = tmp_path / "counter", tmp_path / "log"
+    counter.write_text("0")
+    start = threading.Event()
+    threads = [threading.Thread(target=_counter_worker, args=(settings, "vg0", str(counter), str(log), 15, start))
+               for _round in range(6)]
+    for thread in threads:
+        thread.start()
+    start.set()
+    for thread in threads:
+        thread.join(120)
+    assert int(counter.read_text()) == 6 * 15
+    tokens = [int(line.split()[0]) for line in log.read_text().splitlines()]
+    assert len(tokens) == 6 * 15 and tokens == sorted(set(tokens))
+
+
+@pytest.fixture
+def requests_sent(monkeypatch):
+    """The API path of every HTTP request the etcd clients send (the watch streams too)."""
+    import requests
+
+    paths = []
+    original = requests.Session.request
+
+    def recording(self, method, url, *args, **kwargs):
+        paths.append(url.split("/v3/", 1)[-1])
+        return original(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "request", recording)
+    return paths
+
+
+def test_a_process_reuses_its_connection_and_a_lock_costs_three_requests(etcd_server, requests_sent):
+    """Uncontended acquire + release after the first: grant, the transaction, revoke (its key goes with
+    the lease). No connect and health check per lock, no separate delete."""
+    settings = settings_for(etcd_server)
+    with make_vg_lock(settings, "vg0", "first"):
+        pass
+    del requests_sent[:]
+    for _round in range(5):
+        lock = make_vg_lock(settings, "vg0", "again")
+        with lock:
+            key, lease_id = lock.key, lock.lease_id
+        raw = etcd_client.connect(settings)
+        assert raw.get_kv(key) is None and raw.lease_ttl(lease_id) == -1  # released: key and lease gone
+        raw.close()
+        requests_sent[-4:] = []  # the checks above (status, range, range, timetolive)
+    assert requests_sent == ["lease/grant", "kv/txn", "kv/lease/revoke"] * 5, requests_sent
+
+
+def test_a_forked_child_never_uses_its_parents_connections(etcd_server):
+    """The pool is per process: a child made by fork connects on its own (the parent's sockets and
+    keepalive threads are not its own) and locks and releases normally."""
+    settings = settings_for(etcd_server, lock_timeout=5)
+    with make_vg_lock(settings, "vg0", "parent"):
+        pass
+    idle = etcd_client.idle_client(etcd_client.pool_key(settings))
+    assert idle is not None  # the parent has one idle
+    etcd_client.give_back(idle)
+    fork = multiprocessing.get_context("fork")
+    results = fork.Queue()
+
+    def child():
+        key = etcd_client.pool_key(settings)
+        results.put(etcd_client.idle_client(key) is None)
+        with make_vg_lock(settings, "vg0", "child") as lock:
+            lock.ensure_held()
+            results.put(lock.token)
+
+    proc = fork.Process(target=child)
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == 0
+    assert results.get(timeout=5) is True
+    assert results.get(timeout=5) > 0
+    with make_vg_lock(settings, "vg0", "parent-again") as lock:  # the parent's connection still works
+        lock.ensure_held()
+
+
 def test_waiter_wakes_promptly(etcd_server, watch_results):
     settings = settings_for(etcd_server)
     latencies = []

@@ -20,7 +20,13 @@ import pytest
 
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import parse_agent_config
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, MIB, thin_cap
-from ansible_collections.sltv.core.plugins.module_utils.agent.thin_agent import Agent, Event
+from ansible_collections.sltv.core.plugins.module_utils.agent.thin_agent import (
+    STATS_BACKING,
+    STATS_BLOCK,
+    Agent,
+    Event,
+    block_entries,
+)
 
 from agent_standin import EXTENT, LoopStorage, device_size
 from libvirttest import hmp
@@ -82,8 +88,10 @@ def thin_setup(libvirt_session, nos_domain, loop_device):
 
 
 def make_agent(storage, **settings):
+    # initial_write_rate 0: these tests drive the thresholds of small devices (the initial rate's own
+    # tests set one); the default (1 GiB/s for 4 s) would grow a 32 MiB device to its cap at once.
     values = dict(vgs=["vg_standin"], chunk_min="32M", chunk_max="256M", headroom_seconds=2.0, sweep_interval=1.0,
-                  metrics_port=19464)
+                  metrics_port=19464, initial_write_rate=0)
     values.update(settings)
     return Agent(parse_agent_config(values), storage, own_event_loop=False)
 
@@ -166,3 +174,64 @@ def test_failed_extends_are_retried_with_backoff(thin_setup):
         assert wait_until(lambda: device_size(loop.path) > size_during_outage, 10), "no retry after the outage"
     assert agent.history and agent.history[-1]["trigger"] in ("retry", "sweep", "threshold")
     assert agent.metrics.errors.value(kind="lock") >= 2
+
+
+def threshold_of(conn, dom, path):
+    """The block threshold libvirt has armed on the disk whose source is ``path`` (None: none)."""
+    (record_dom, record), = conn.domainListGetStats([dom], STATS_BLOCK, STATS_BACKING)
+    for entry in block_entries(record):
+        if entry["path"] == path:
+            return entry["threshold"]
+    return None
+
+
+def hot_attach_and_time_arming(libvirt_conn, dom, loop, agent):
+    """Attach the loop's qcow2 to the running domain while the agent runs (its next sweep is far away);
+    return the seconds from the attach call to a threshold armed on it."""
+    sweeps = agent.metrics.sweeps.value()
+    started = time.monotonic()
+    dom.attachDeviceFlags(qcow2_disk_xml(loop.path, "sda", "scsi"), LIVE)
+    armed = wait_until(lambda: threshold_of(libvirt_conn, dom, loop.path), 5.0, step=0.005)
+    seconds = time.monotonic() - started
+    assert armed, "the hot-attached disk was not armed (threshold %r)" % threshold_of(libvirt_conn, dom, loop.path)
+    assert agent.metrics.sweeps.value() == sweeps, "armed by a sweep, not by the device-added event"
+    assert agent.metrics.events.value(type="device_added") >= 1
+    return seconds
+
+
+@pytest.fixture
+def attach_setup(libvirt_session, nos_domain, loop_device):
+    """A running domain with nothing attached yet, and a qcow2 (virtual 1 GiB) on a 32 MiB loop device."""
+    conn = libvirt_session.connection()
+    dom = nos_domain()
+    loop = loop_device(32)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", loop.path, str(GIB)], check=True)
+    storage = LoopStorage()
+    storage.add("thin1", loop, thin_cap(GIB, EXTENT))
+    return conn, dom, loop, storage
+
+
+def test_a_hot_attached_disk_is_armed_at_once_on_the_device_added_event(attach_setup):
+    """No sweep for 10 minutes: the threshold must come from DEVICE_ADDED, within 1 s of the attach."""
+    conn, dom, loop, storage = attach_setup
+    agent = make_agent(storage, sweep_interval=600.0, initial_write_rate="4M")  # 4 s at 4 MiB/s: chunk_min / 2 rules
+    with RunningAgent(agent):
+        seconds = hot_attach_and_time_arming(conn, dom, loop, agent)
+        assert threshold_of(conn, dom, loop.path) == 16 * MIB  # 32 MiB device, headroom 16 MiB
+        assert storage.extends == []
+    print("hot attach -> threshold armed in %.3f s" % seconds)
+    assert seconds < 1.0, seconds
+
+
+def test_a_hot_attached_disk_is_grown_at_once_when_the_assumed_rate_needs_it(attach_setup):
+    """initial_write_rate 64M: 4 s of it (256 MiB) is more than the 32 MiB device: grown on the event,
+    before any write, by chunk_max (256 MiB), and armed 256 MiB below its new end."""
+    conn, dom, loop, storage = attach_setup
+    agent = make_agent(storage, sweep_interval=600.0, initial_write_rate="64M")
+    with RunningAgent(agent):
+        seconds = hot_attach_and_time_arming(conn, dom, loop, agent)
+        assert wait_until(lambda: threshold_of(conn, dom, loop.path) == 32 * MIB, 2.0), threshold_of(conn, dom, loop.path)
+        assert device_size(loop.path) == 288 * MIB
+    assert [h["trigger"] for h in agent.history] == ["attach"]
+    print("hot attach -> armed in %.3f s, grown %s" % (seconds, storage.extends))
+    assert seconds < 1.0, seconds

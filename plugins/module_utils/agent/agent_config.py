@@ -18,6 +18,7 @@ from ansible_collections.sltv.core.plugins.module_utils.agent.extend_policy impo
     DEFAULT_CHUNK_MIN,
     DEFAULT_EXTENT_SIZE,
     DEFAULT_HEADROOM_SECONDS,
+    DEFAULT_INITIAL_WRITE_RATE,
     ExtendPolicy,
 )
 from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_vg_name
@@ -30,6 +31,8 @@ DEFAULTS = {
     "chunk_min": DEFAULT_CHUNK_MIN,
     "chunk_max": DEFAULT_CHUNK_MAX,
     "headroom_seconds": float(DEFAULT_HEADROOM_SECONDS),
+    # bytes/s assumed for a disk before its write rate is measured (extend_policy); 0: none
+    "initial_write_rate": DEFAULT_INITIAL_WRITE_RATE,
     "metrics_address": "127.0.0.1",
     "metrics_port": 9464,
     "lock": None,
@@ -45,13 +48,14 @@ class AgentConfig(object):
     """The agent's settings as attributes; ``lock`` is a full dict with LOCK_SETTINGS_DEFAULTS' keys."""
 
     def __init__(self, vgs, libvirt_uri, sweep_interval, chunk_min, chunk_max, headroom_seconds,
-                 metrics_address, metrics_port, lock, log_level):
+                 metrics_address, metrics_port, lock, log_level, initial_write_rate=DEFAULT_INITIAL_WRITE_RATE):
         self.vgs = vgs
         self.libvirt_uri = libvirt_uri
         self.sweep_interval = sweep_interval
         self.chunk_min = chunk_min
         self.chunk_max = chunk_max
         self.headroom_seconds = headroom_seconds
+        self.initial_write_rate = initial_write_rate
         self.metrics_address = metrics_address
         self.metrics_port = metrics_port
         self.lock = lock
@@ -59,7 +63,8 @@ class AgentConfig(object):
 
     def policy(self, extent_size=DEFAULT_EXTENT_SIZE):
         """The extend policy for a VG with this extent size (it differs per VG)."""
-        return ExtendPolicy(self.chunk_min, self.chunk_max, self.headroom_seconds, extent_size)
+        return ExtendPolicy(self.chunk_min, self.chunk_max, self.headroom_seconds, extent_size,
+                            initial_rate=self.initial_write_rate)
 
 
 def _unknown(data, allowed, where):
@@ -94,6 +99,13 @@ def _choice(value, key, choices):
     if not isinstance(value, str) or value.lower() not in choices:
         raise ValidationError("%s must be one of %s, got %r" % (key, ", ".join(choices), value))
     return value.lower()
+
+
+def _rate(value, key):
+    """A write rate in bytes per second: a size (1G, 512M, bytes) per second; 0 for none."""
+    if value == 0 or value == "0":
+        return 0
+    return parse_size(value, key + " (bytes per second)")
 
 
 def _vgs(value):
@@ -163,6 +175,7 @@ def parse_agent_config(data):
         chunk_min=chunk_min,
         chunk_max=chunk_max,
         headroom_seconds=_positive_number(values["headroom_seconds"], "headroom_seconds"),
+        initial_write_rate=_rate(values["initial_write_rate"], "initial_write_rate"),
         metrics_address=_string(values["metrics_address"], "metrics_address"),
         metrics_port=_integer(values["metrics_port"], "metrics_port", 1, 65535),
         lock=_lock(values["lock"]),

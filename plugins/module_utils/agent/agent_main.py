@@ -116,8 +116,9 @@ def check_etcd(config, log):
 
 
 def lvm_timeout(notifier):
-    """The agent's bound on one lvm command: within systemd's watchdog budget (half the interval at
-    which the main loop must ping it, so that a sweep's read and a refresh fit between two pings)."""
+    """The agent's bound on one lvm command, and on its wait for the host lock before it: within
+    systemd's watchdog budget (half the interval at which the main loop must ping it, so that the wait
+    and the command, or a sweep's read and a refresh, fit between two pings)."""
     timeout = min(LVM_COMMAND_TIMEOUT, AGENT_LVM_TIMEOUT)
     if notifier.watchdog_interval:
         timeout = min(timeout, notifier.watchdog_interval / 2.0)
@@ -159,8 +160,12 @@ def main(argv=None, environ=None):
     try:
         check_backup_dirs()
         etcd_up = check_etcd(config, log)
-        storage = LvmStorage(config, LvmRunner(timeout=lvm_timeout(notifier)), host=host, etcd_connect=_etcd_connect,
-                             log=log, cluster_up=etcd_up, status_path=STATUS_PATH)
+        bound = lvm_timeout(notifier)
+        # The wait for the host lock (a module's lvm command may hold it up to 120 s) has the same bound:
+        # one lvm command of the agent, wait included, fits in one watchdog ping interval.
+        runner = LvmRunner(timeout=bound, host_lock_timeout=bound)
+        storage = LvmStorage(config, runner, host=host, etcd_connect=_etcd_connect, log=log, cluster_up=etcd_up,
+                             status_path=STATUS_PATH)
         storage.thin_disks()  # lvm answers; a missing VG is logged, and looked for at every sweep
         agent = Agent(config, storage, host=host, metrics=metrics, notifier=notifier, log=log)
         agent.start()

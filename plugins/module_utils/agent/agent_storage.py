@@ -28,7 +28,7 @@ from ansible_collections.sltv.core.plugins.module_utils.ops.result import OpResu
 from ansible_collections.sltv.core.plugins.module_utils.infra.cluster_state import agent_key, extend_key
 from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import lv_device_paths
 from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, LockError, SltvError
-from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import VgNotFound
+from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import HostLockTimeout, VgNotFound
 from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import describe_error as describe_etcd_error
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import human, thin_cap
 
@@ -37,7 +37,8 @@ CLUSTER_RETRY = 15.0  # seconds between etcd attempts while it does not answer: 
 
 
 class ExtendFailed(SltvError):
-    """An extend that did not happen; ``reason`` is lock, lvm, vg_full, cap or other."""
+    """An extend that did not happen; ``reason`` is lock, host_lock (another lvm command on this host
+    held the host's lvm lock past the agent's bound), lvm, vg_full, cap or other."""
 
     def __init__(self, message, reason="other"):
         super(ExtendFailed, self).__init__(message)
@@ -271,6 +272,8 @@ class LvmStorage(Storage):
             started = time.monotonic()
             try:
                 runner.extend_lv(disk.vg, disk.name, size)
+            except HostLockTimeout as exc:
+                raise ExtendFailed("%s: lvextend not run: %s" % (disk.key, exc), "host_lock")
             except LockError as exc:
                 raise ExtendFailed("%s: lost the lock of VG %s before lvextend: %s" % (disk.key, disk.vg, exc), "lock")
             except CommandError as exc:

@@ -8,6 +8,14 @@ WriteRateEstimator, and asks ExtendPolicy where to arm the block-threshold event
 LV should become. The chunk and the headroom follow the write rate, so that the headroom covers
 ``headroom_seconds`` of writes: a fast writer gets bigger chunks and an earlier event.
 All sizes are bytes; ``cap`` is the largest LV size allowed (sizes.thin_cap).
+
+Before any rate has been measured for a disk (a new attachment, a re-attach, an agent restart),
+the rate is unknown (``None``), and the policy assumes the fastest a guest on one host can write,
+``initial_rate`` (default DEFAULT_INITIAL_WRITE_RATE), for as long as one extend may take,
+INITIAL_WINDOW: the first headroom is ``initial_rate * INITIAL_WINDOW`` and the first chunk twice
+that (within chunk_min and chunk_max), so a guest that starts writing at that rate right after the
+attach finds room while the first lvextend runs. ``initial_rate`` 0 turns this off (the headroom is
+then ``chunk_min / 2`` until a rate is measured).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,6 +34,17 @@ DEFAULT_EXTENT_SIZE = 4 * MIB  # lvm2's default; the agent passes each VG's real
 DEFAULT_HALF_LIFE = 10.0  # seconds
 # Far above any real disk (VDSM's anchor is ~1300 MiB/s): one bogus sample cannot ask for a huge chunk.
 DEFAULT_MAX_RATE = 16 * GIB
+# The write rate assumed before one is measured: a guest's share of what one host can push to its
+# shared LUN. A 10 GbE iSCSI path carries 10 Gbit/s = 1192 MiB/s raw (8G FC ~800 MiB/s, 16G FC
+# ~1600 MiB/s; oVirt VDSM's thin-extend benchmark ran guests at ~1300 MiB/s, DESIGN.md section 6);
+# 256 MiB/s is a quarter of a 10 GbE path: the rate of one busy guest among a few on the host, and
+# the assumption also made for every disk after an agent restart, so it must not be a whole link's
+# worth (4 GiB per disk, hundreds of disks). A faster guest is measured within its first writes.
+DEFAULT_INITIAL_WRITE_RATE = 256 * MIB
+# Seconds the first headroom must last at that rate: one extend's latency on a loaded host, from
+# the threshold event to the new size (issue 12, test bed under load: lvextend 2.5-3.07 s, detect
+# 0.28 s, the agent's own part p99 0.29 s), rounded up: 4 s. At 256 MiB/s: 1 GiB of first headroom.
+INITIAL_WINDOW = 4.0
 # Samples closer than this are merged with the next one: two events for one write (vdb and vdb[4])
 # would otherwise give a near-zero interval and a meaningless rate.
 DEFAULT_MIN_INTERVAL = 0.5
@@ -51,6 +70,11 @@ class WriteRateEstimator(object):
         self.max_rate = float(max_rate)
         self.min_interval = float(min_interval)
         self.reset()
+
+    @property
+    def measured(self):
+        """True once an interval has given a rate (``rate`` is 0.0 before: unknown, not idle)."""
+        return self._seeded
 
     def reset(self):
         self.rate = 0.0
@@ -81,7 +105,8 @@ class ExtendPolicy(object):
     """Threshold and extend size of a thin disk's LV, from its size, its cap and its write rate."""
 
     def __init__(self, chunk_min=DEFAULT_CHUNK_MIN, chunk_max=DEFAULT_CHUNK_MAX,
-                 headroom_seconds=DEFAULT_HEADROOM_SECONDS, extent_size=DEFAULT_EXTENT_SIZE):
+                 headroom_seconds=DEFAULT_HEADROOM_SECONDS, extent_size=DEFAULT_EXTENT_SIZE,
+                 initial_rate=DEFAULT_INITIAL_WRITE_RATE, initial_window=INITIAL_WINDOW):
         if extent_size <= 0:
             raise ValidationError("extent_size must be greater than 0, got %r" % (extent_size,))
         if chunk_min <= 0:
@@ -90,10 +115,15 @@ class ExtendPolicy(object):
             raise ValidationError("chunk_max (%d) must not be smaller than chunk_min (%d)" % (chunk_max, chunk_min))
         if headroom_seconds <= 0:
             raise ValidationError("headroom_seconds must be greater than 0, got %r" % (headroom_seconds,))
+        if initial_rate < 0 or initial_window <= 0:
+            raise ValidationError("initial_rate must not be negative and initial_window must be greater than 0, "
+                                  "got %r and %r" % (initial_rate, initial_window))
         self.extent_size = int(extent_size)
         self.chunk_min = round_up(int(chunk_min), self.extent_size)
         self.chunk_max = round_up(int(chunk_max), self.extent_size)
         self.headroom_seconds = float(headroom_seconds)
+        self.initial_rate = float(initial_rate)
+        self.initial_window = float(initial_window)
 
     def _limit(self, cap):
         # An LV is a whole number of extents: the largest size allowed is cap rounded down.
@@ -110,14 +140,24 @@ class ExtendPolicy(object):
             return 0
         return int(math.ceil(min(rate, DEFAULT_MAX_RATE) * seconds))
 
+    def _expected(self, rate, seconds):
+        """Bytes written in ``seconds`` at ``rate``; at the assumed initial rate while ``rate`` is None."""
+        if rate is None:
+            return self._bytes(self.initial_rate, self.initial_window)
+        return self._bytes(rate, seconds)
+
     def headroom(self, physical, rate):
-        """Free bytes to keep below ``physical``: the writes expected in ``headroom_seconds``."""
-        wanted = max(self.chunk_min // 2, self._bytes(rate, self.headroom_seconds))
+        """Free bytes to keep below ``physical``: the writes expected in ``headroom_seconds``
+        (``rate`` None, not measured yet: in ``initial_window`` at ``initial_rate``)."""
+        wanted = max(self.chunk_min // 2, self._expected(rate, self.headroom_seconds))
         return min(max(wanted, self.extent_size), physical)
 
     def chunk(self, rate):
-        """Bytes to add in one extend: twice the headroom, within [chunk_min, chunk_max], in extents."""
-        wanted = round_up(self._bytes(rate, self.headroom_seconds * 2), self.extent_size)
+        """Bytes to add in one extend: twice the headroom, within [chunk_min, chunk_max], in extents
+        (``rate`` None: twice the first headroom, so that the first extend does not leave the disk
+        within its headroom again)."""
+        wanted = self._expected(rate, self.headroom_seconds * 2) if rate is not None else 2 * self._expected(None, 0)
+        wanted = round_up(wanted, self.extent_size)
         return min(max(wanted, self.chunk_min), self.chunk_max)
 
     def threshold(self, physical, cap, rate):

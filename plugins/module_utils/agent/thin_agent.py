@@ -6,8 +6,10 @@
 Two sources of work feed one worker (the caller's thread of ``run``):
 
 * libvirt events, from the libvirt event-loop thread: BLOCK_THRESHOLD (armed per thin disk on
-  ``vdX[index]``; one-shot; may come twice, as ``vdb`` and ``vdb[4]``), IO_ERROR_REASON (``enospc``)
-  and LIFECYCLE (a domain started, resumed or paused). Callbacks only queue; the worker decides.
+  ``vdX[index]``; one-shot; may come twice, as ``vdb`` and ``vdb[4]``), IO_ERROR_REASON (``enospc``),
+  LIFECYCLE (a domain started, resumed or paused) and DEVICE_ADDED (a hot attach: the new disk is
+  armed at once, with a fresh catalog read for its claim, not at the next sweep). Callbacks only
+  queue; the worker decides.
 * a sweep every ``sweep_interval`` seconds: ONE ``getAllDomainStats`` call for all running domains,
   which catches missed events, libvirtd restarts, new attachments and incoming migrations.
 
@@ -50,12 +52,13 @@ MAX_BACKOFF = 30.0      # seconds between retries of a failed extend (VG full, l
 # An extend's phases, as logged and in the duration histogram; fence is the lock's check right before lvextend.
 EXTEND_PHASES = ("detect", "lock", "fence", "lvextend", "verify", "rearm", "total")
 LOCK_BACKOFF = 2.0      # ... when the lock was the problem: each attempt already waits lock_timeout
+LOCK_REASONS = ("lock", "host_lock")  # ... the VG lock, or the host's lvm lock (a module's lvm command held it)
 RECONNECT_BACKOFF = (0.5, 10.0)
 HISTORY = 2000          # extends kept in memory for tests and benchmarks
 CLAIMS_WORKER = "claims"  # the worker that moves claims after a migration (off the event thread)
 
 # libvirt constants, by value, so that the logic can be tested without libvirt installed.
-EVENT_LIFECYCLE, EVENT_IO_ERROR_REASON, EVENT_BLOCK_THRESHOLD = 0, 6, 24
+EVENT_LIFECYCLE, EVENT_IO_ERROR_REASON, EVENT_DEVICE_ADDED, EVENT_BLOCK_THRESHOLD = 0, 6, 19, 24
 LIFECYCLE_STARTED, LIFECYCLE_SUSPENDED, LIFECYCLE_RESUMED = 2, 3, 4
 STATS_STATE, STATS_BLOCK = 0x1, 0x20
 STATS_ACTIVE, STATS_BACKING = 0x1, 0x40000000
@@ -120,6 +123,12 @@ class Watch(object):
     @property
     def rate(self):
         return self.estimator.rate
+
+    @property
+    def planning_rate(self):
+        """The rate the policy plans with: None until one is measured (the policy then assumes the
+        configured initial_write_rate: a new attachment may be written at once, at full speed)."""
+        return self.estimator.rate if self.estimator.measured else None
 
 
 class Agent(object):
@@ -193,6 +202,7 @@ class Agent(object):
             conn.domainEventRegisterAny(None, EVENT_BLOCK_THRESHOLD, self._on_threshold, None)
             conn.domainEventRegisterAny(None, EVENT_IO_ERROR_REASON, self._on_io_error, None)
             conn.domainEventRegisterAny(None, EVENT_LIFECYCLE, self._on_lifecycle, None)
+            conn.domainEventRegisterAny(None, EVENT_DEVICE_ADDED, self._on_device_added, None)
         except self.libvirt.libvirtError as exc:
             try:
                 conn.close()
@@ -220,6 +230,10 @@ class Agent(object):
     def _on_lifecycle(self, conn, dom, event, detail, opaque):
         if event in (LIFECYCLE_STARTED, LIFECYCLE_SUSPENDED, LIFECYCLE_RESUMED):
             self.events.put(Event("lifecycle", dom.UUIDString(), None, None, (event, detail), self.clock()))
+
+    def _on_device_added(self, conn, dom, dev_alias, opaque):
+        self.domains[dom.UUIDString()] = dom
+        self.events.put(Event("device_added", dom.UUIDString(), dev_alias, None, None, self.clock()))
 
     def _disconnected(self, why):
         if self.conn is not None:
@@ -351,8 +365,8 @@ class Agent(object):
         for event in batch:
             if event.kind in ("closed", "extended", "reclaimed"):
                 continue  # _ensure_connected sees a close
-            self.metrics.events.inc(type={"threshold": "block_threshold", "io_error": "io_error"}.get(
-                event.kind, "lifecycle"))
+            self.metrics.events.inc(type={"threshold": "block_threshold", "io_error": "io_error",
+                                          "device_added": "device_added"}.get(event.kind, "lifecycle"))
             if event.kind == "io_error":
                 event = event._replace(dev=self._io_error_target(event))
             if event.kind == "io_error" and event.detail == "enospc":
@@ -363,6 +377,11 @@ class Agent(object):
                 self.enospc.setdefault(event.uuid, set()).add(dev if known or not event.path else event.path)
             if event.kind == "lifecycle" and event.detail and event.detail[0] == LIFECYCLE_STARTED:
                 self.catalog_at = None  # a domain came (a start, an incoming migration): claims may move here
+            if event.kind == "device_added":
+                # A hot attach: the attach wrote the disk's claim (read it again) and the domain's
+                # source indexes changed. Armed now, from this domain's fresh statistics.
+                self.catalog_at = None
+                self.indexes.pop(event.uuid, None)
             by_domain.setdefault(event.uuid, []).append(event)
         for uuid, events in by_domain.items():
             self._process_uuid(uuid, events)
@@ -586,13 +605,15 @@ class Agent(object):
                 return "threshold", event.at
             if event.kind == "io_error" and target_of(event.dev) == watch.target:
                 return "enospc", event.at
+            if event.kind == "device_added":
+                return "attach", event.at
         return ("retry" if any(e.kind == "retry" for e in events) else "sweep"), (events[0].at if events else now)
 
     def _wants_extend(self, watch, disk, events, urgent):
         policy = self._policy(disk)
         if not policy.can_grow(disk.size, disk.cap):
-            return urgent or watch.allocation >= disk.size - policy.headroom(disk.size, watch.rate)  # _extend reports the cap
-        if urgent and watch.allocation < disk.size - policy.headroom(disk.size, watch.rate):
+            return urgent or watch.allocation >= disk.size - policy.headroom(disk.size, watch.planning_rate)  # _extend reports the cap
+        if urgent and watch.allocation < disk.size - policy.headroom(disk.size, watch.planning_rate):
             return False  # diskErrors still says NO_SPACE (libvirt keeps it), but the disk has room: resume only
         if urgent or watch.allocation >= disk.size:
             return True
@@ -602,7 +623,7 @@ class Agent(object):
             if (event.kind == "threshold" and target_of(event.dev) == watch.target
                     and watch.armed is not None and event.detail == watch.armed):
                 return policy.can_grow(disk.size, disk.cap)
-        return policy.needs_extend(disk.size, disk.cap, watch.allocation, watch.rate)
+        return policy.needs_extend(disk.size, disk.cap, watch.allocation, watch.planning_rate)
 
     def _watch(self, dom, uuid, entry, key):
         target = entry["name"]
@@ -681,7 +702,7 @@ class Agent(object):
     # -- extend and arm ----------------------------------------------------------------------------
     def _extend(self, dom, watch, disk, trigger, detected_at):
         policy = self._policy(disk)
-        target = min(policy.next_size(max(disk.size, watch.allocation), disk.cap, watch.rate),
+        target = min(policy.next_size(max(disk.size, watch.allocation), disk.cap, watch.planning_rate),
                      disk.cap // disk.extent_size * disk.extent_size)
         if target <= disk.size:
             if not watch.cap_reported:
@@ -727,10 +748,10 @@ class Agent(object):
             exc = outcome
             job.arming.join()
             self._arm(dom, watch, disk, force=True)  # back to the threshold of the size the LV still has
-            watch.backoff = min(max(watch.backoff * 2, 0.5), LOCK_BACKOFF if exc.reason == "lock" else MAX_BACKOFF)
+            watch.backoff = min(max(watch.backoff * 2, 0.5), LOCK_BACKOFF if exc.reason in LOCK_REASONS else MAX_BACKOFF)
             watch.retry_at = self.clock() + watch.backoff
             self.metrics.extend_failures.inc(vg=disk.vg, reason=exc.reason)
-            self.metrics.errors.inc(kind="lock" if exc.reason == "lock" else "lvm")
+            self.metrics.errors.inc(kind="lock" if exc.reason in LOCK_REASONS else "lvm")
             if "lock" in timings:
                 self.metrics.lock_wait.observe(timings["lock"])
             self.log.error("extend of %s (domain %s, %s) failed: %s; retry in %.1fs", disk.key, watch.domain,
@@ -777,13 +798,13 @@ class Agent(object):
         """Arm the threshold for ``size`` (default: the LV's size now)."""
         size = disk.size if size is None else size
         policy = self._policy(disk)
-        wanted = policy.threshold(size, disk.cap, watch.rate)
+        wanted = policy.threshold(size, disk.cap, watch.planning_rate)
         if wanted is None:
             return  # at the cap: nothing left to grow, no event wanted
         current = watch.threshold
         if not force and current is not None and watch.armed_size == size:
             # Re-arm only for a real change of the write rate: every call is a libvirt round trip.
-            if abs(int(current) - wanted) <= max(disk.extent_size, policy.headroom(size, watch.rate) // 4):
+            if abs(int(current) - wanted) <= max(disk.extent_size, policy.headroom(size, watch.planning_rate) // 4):
                 return
         try:
             self._call(dom.setBlockThreshold, watch.dev, wanted)

@@ -13,7 +13,10 @@ What this adds to etcd3gw:
   as the Authorization header; a request refused for an invalid/expired token is retried once
   after authenticating again;
 * a timeout on every request (etcd3gw's default is to wait forever);
-* small helpers building base64 transaction bodies, and a bounded watch for a key's deletion.
+* small helpers building base64 transaction bodies, and a bounded watch for a key's deletion;
+* a pool of idle connected clients per process (``pooled_client``/``give_back``): a process that
+  takes many locks (the agent, a benchmark) reuses its checked HTTP connections instead of
+  connecting and checking the endpoint's health for each lock (two requests and a TCP handshake).
 
 Needs etcd >= 3.4 (the gateway is served under /v3/).
 """
@@ -26,6 +29,7 @@ import base64
 import json
 import os
 import re
+import threading
 import time
 
 from ansible_collections.sltv.core.plugins.module_utils.errors import LockError
@@ -48,6 +52,9 @@ REQUEST_TIMEOUT = 5.0
 API_PATH = "/v3/"
 
 _INVALID_TOKEN_MARKERS = ("invalid auth token", "auth token is expired")
+# Idle clients kept per process and settings: one per thread that takes locks at the same time
+# (the agent: one worker per VG, the lock releases, the keepalives) is plenty.
+POOL_SIZE = 8
 
 
 def http_error(status):
@@ -306,6 +313,8 @@ class EtcdClient(Etcd3Client):
         if endpoint not in self.endpoints:
             self.endpoints.insert(0, endpoint)
         self.failovers = 0
+        self.pool_key = None  # set by pooled_client: where give_back() returns it
+        self.reused = False  # set by pooled_client: an idle client, not checked when it was taken
         self.ca_cert = ca_cert
         self.cert = cert
         self.key = key
@@ -318,6 +327,7 @@ class EtcdClient(Etcd3Client):
         """A client for the same endpoint with its own HTTP session (one per thread), same token."""
         other = EtcdClient(self.endpoint, self.ca_cert, self.cert, self.key, self.user, self._password,
                            self.timeout if timeout is None else timeout, self.endpoints)
+        other.pool_key = getattr(self, "pool_key", None)
         token = self.session.headers.get("Authorization")
         if token:
             other.session.headers["Authorization"] = token
@@ -596,3 +606,69 @@ def connect(settings, timeout=REQUEST_TIMEOUT, deadline=None):
         client.timeout = float(timeout)
         return client
     raise EndpointError("no usable etcd endpoint (%s)" % "; ".join(errors), permanent=permanent)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pool of idle clients (one process, many locks)
+# ---------------------------------------------------------------------------------------------
+
+_pool = {}
+_pool_guard = threading.Lock()
+
+
+def _reset_pool_after_fork():
+    """A forked child never uses its parent's connections (their sockets are shared with it)."""
+    global _pool, _pool_guard  # pylint: disable=global-statement
+    _pool, _pool_guard = {}, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pool_after_fork)
+
+
+def pool_key(settings):
+    """What makes two clients interchangeable: this process, the endpoints, TLS files, credentials."""
+    endpoints, ca_cert, cert, key, user, password = validate_connection_settings(settings)
+    return (os.getpid(), tuple(endpoints), ca_cert, cert, key, user, password)
+
+
+def idle_client(key, timeout=REQUEST_TIMEOUT):
+    """An idle client of the pool for ``key``, or None."""
+    if key[0] != os.getpid():
+        return None
+    with _pool_guard:
+        idle = _pool.get(key)
+        client = idle.pop() if idle else None
+    if client is not None:
+        client.timeout = float(timeout)
+    return client
+
+
+def pooled_client(settings, timeout=REQUEST_TIMEOUT, deadline=None):
+    """A connected client: an idle one of this process for these settings, else ``connect()``.
+
+    An idle client was connected and checked before; if its member has gone meanwhile, its next
+    request fails over to the next member like any request (``EtcdClient.post``)."""
+    key = pool_key(settings)
+    client = idle_client(key, timeout)
+    reused = client is not None
+    if not reused:
+        client = connect(settings, timeout, deadline)
+    client.pool_key = key
+    client.reused = reused  # True: not checked just now (its member may have gone since)
+    return client
+
+
+def give_back(client):
+    """Return a client that works to the pool (closed when the pool is full or it is not ours)."""
+    key = getattr(client, "pool_key", None)
+    if key is None or key[0] != os.getpid():
+        client.close()
+        return
+    client.timeout = REQUEST_TIMEOUT
+    with _pool_guard:
+        idle = _pool.setdefault(key, [])
+        if len(idle) < POOL_SIZE and client not in idle:
+            idle.append(client)
+            return
+    client.close()

@@ -17,10 +17,10 @@ import os
 
 from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import LOCK_DIR, FileLock
 from ansible_collections.sltv.core.plugins.module_utils.infra.commands import run
-from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, SltvError
+from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, LockTimeout, SltvError
 
 HOST_LOCK_PATH = os.path.join(LOCK_DIR, "lvm-host.lock")
-HOST_LOCK_TIMEOUT = 300
+HOST_LOCK_TIMEOUT = 300  # the modules' wait; the agent passes a bound within systemd's watchdog budget
 # Every lvm command is bounded: a command stuck on a dead LUN must not hold the VG lock forever.
 LVM_COMMAND_TIMEOUT = 120
 
@@ -35,6 +35,10 @@ REPORT_OPTS = ["--reportformat", "json", "--units", "b", "--nosuffix"]
 
 class VgNotFound(SltvError):
     pass
+
+
+class HostLockTimeout(LockTimeout):
+    """The host-wide lvm lock was not had within ``host_lock_timeout`` (another lvm command holds it)."""
 
 
 class ActivationUnavailable(SltvError):
@@ -80,12 +84,17 @@ class VolumeGroup(object):
 
 
 class LvmRunner(object):
-    """Runs lvm2 commands. ``fence`` is called before every command that writes."""
+    """Runs lvm2 commands. ``fence`` is called before every command that writes.
 
-    def __init__(self, fence=None, host_lock_path=HOST_LOCK_PATH, environ=None, timeout=LVM_COMMAND_TIMEOUT):
+    ``timeout`` bounds each command, ``host_lock_timeout`` the wait for the host lock before it
+    (HostLockTimeout): the agent gives both within its watchdog budget."""
+
+    def __init__(self, fence=None, host_lock_path=HOST_LOCK_PATH, environ=None, timeout=LVM_COMMAND_TIMEOUT,
+                 host_lock_timeout=HOST_LOCK_TIMEOUT):
         environ = os.environ if environ is None else environ
         self.fence = fence
         self.timeout = timeout
+        self.host_lock_timeout = host_lock_timeout
         self.activation_enabled = environ.get(NO_ACTIVATION_ENV, "") not in ("1", "true", "yes")
         self.commands = []  # every argv run, for results and tests
         self._host_lock_path = host_lock_path
@@ -96,8 +105,13 @@ class LvmRunner(object):
         if not self.activation_enabled:
             at = 2 if argv[0] == "lvm" else 1  # right after the (sub)command name
             argv[at:at] = ["--driverloaded", "n"]
-        host_lock = FileLock(self._host_lock_path, HOST_LOCK_TIMEOUT)
-        host_lock.acquire()
+        host_lock = FileLock(self._host_lock_path, self.host_lock_timeout)
+        try:
+            host_lock.acquire()
+        except LockTimeout:
+            raise HostLockTimeout("the host's lvm lock %s is still held by another lvm command on this host after "
+                                  "%.0f s (see which with 'fuser %s'): %s not run"
+                                  % (self._host_lock_path, self.host_lock_timeout, self._host_lock_path, argv[0]))
         try:
             # Fence after the host-lock wait, right before the command: a lease that expired while
             # this process waited for another lvm command on the host stops the write here.

@@ -12,7 +12,12 @@
   by the local clock (time of the last successful keepalive) and by etcd (the key is ours and
   the lease's remaining TTL is large enough). Otherwise LockLost: another host may already hold
   the VG, so the command must not run.
-* release: delete the key only if its create revision is still our token, revoke the lease.
+* release: revoke the lease. etcd deletes the keys attached to it in the same step: our key,
+  never someone else's (a key created by another holder is on that holder's lease). One request
+  (it was a guarded delete plus a revoke).
+* connections: a process reuses its idle connected clients (``etcd_client.pooled_client``): no
+  new TCP connection and health check per lock. The lease stays one per lock (granted at acquire,
+  revoked at release), so a lock's lifetime and fencing are exactly its own.
 * every request (the keepalive's too) fails over to the next member of ``etcd_endpoints`` when the
   one in use cannot be reached (``etcd_client``): the lease, the key and its revision live in the
   cluster, so a lock survives losing one member of a healthy cluster (a rolling restart).
@@ -154,10 +159,13 @@ class EtcdVgLock(VgLock):
             "cannot lock VG %s in etcd (key %s): %s. Nothing was changed." % (self.vg, self.key, detail)
         )
 
-    def _connect(self, deadline):
-        """Connect, retrying until the deadline while the failure may be temporary."""
+    def _connect(self, deadline, reuse=True):
+        """Connect (an idle client of the process when ``reuse``), retrying until the deadline while
+        the failure may be temporary."""
         while True:
             try:
+                if reuse:
+                    return etcd_client.pooled_client(self._settings, deadline=deadline)
                 return etcd_client.connect(self._settings, deadline=deadline)
             except etcd_client.EndpointError as exc:
                 if exc.permanent or time.monotonic() + 0.2 >= deadline:
@@ -187,17 +195,55 @@ class EtcdVgLock(VgLock):
             raise LockTimeout("out of time")
         self._client.timeout = max(0.05, min(etcd_client.REQUEST_TIMEOUT, left))
 
+    def _grant(self, deadline):
+        """Grant the lock's lease; return when the request was sent. A reused client whose member
+        fails it (gone, no leader: an election) is replaced by a fresh connection, which waits for a
+        healthy member, as a new one always did."""
+        errors = etcd_client.etcd_errors()
+        fresh = not getattr(self._client, "reused", False)
+        while True:
+            client = self._client
+            try:
+                self._bounded(deadline)
+                sent = time.monotonic()
+                self.lease_id, self.lease_ttl = client.grant_lease(self.ttl)
+                return sent
+            except errors as exc:
+                if fresh or time.monotonic() >= deadline:
+                    raise self._unreachable("granting a lease at %s failed: %s" % (client.endpoint, client.describe(exc)))
+            except LockTimeout:
+                raise self._unreachable("no time left to grant a lease at %s" % client.endpoint)
+            client.close()
+            self._client = self._connect(deadline, reuse=False)
+            self._client.pool_key = client.pool_key  # given back to the pool like the one it replaces
+            fresh = True
+
+    def _fresh_lease(self, deadline):
+        """Grant the lease; when its answer came late (an election in the cluster: the request waited
+        for the new leader), refresh it once at once, so that the lock starts with a whole lease
+        known to be left (granted again if it is gone already). Returns the time the bound starts."""
+        while True:
+            sent = self._grant(deadline)
+            if time.monotonic() - sent <= self.lease_ttl / 3.0:
+                return sent
+            client = self._client
+            try:
+                self._bounded(deadline)
+                sent = time.monotonic()
+                ttl = client.refresh_lease(self.lease_id)
+            except etcd_client.etcd_errors() as exc:
+                raise self._unreachable("refreshing the lease at %s failed: %s" % (client.endpoint, client.describe(exc)))
+            except LockTimeout:
+                raise self._unreachable("no time left to refresh the lease at %s" % client.endpoint)
+            if ttl > 0:
+                self.lease_ttl = ttl
+                return sent
+            self.lease_id = None  # expired while its answer was on the way: a new one
+
     def _acquire(self, deadline):
+        sent = self._fresh_lease(deadline)
         client = self._client
         errors = etcd_client.etcd_errors()
-        try:
-            self._bounded(deadline)
-            sent = time.monotonic()
-            self.lease_id, self.lease_ttl = client.grant_lease(self.ttl)
-        except errors as exc:
-            raise self._unreachable("granting a lease at %s failed: %s" % (client.endpoint, client.describe(exc)))
-        except LockTimeout:
-            raise self._unreachable("no time left to grant a lease at %s" % client.endpoint)
         self._valid_until = sent + self.lease_ttl
         self.margin = safety_margin(self.lease_ttl)
         self._start_keepalive()
@@ -254,22 +300,40 @@ class EtcdVgLock(VgLock):
 
     def _start_keepalive(self):
         self._stop = threading.Event()
-        # Own client (own HTTP session): requests sessions are not meant to be shared by threads.
         interval = self.lease_ttl / 3.0
-        client = self._client.clone(timeout=max(0.2, interval))
         self._thread = threading.Thread(
-            target=self._keepalive, args=(client, self.lease_id, interval, self._stop),
+            target=self._keepalive, args=(self._client, self.lease_id, interval, self._stop),
             name="sltv-etcd-keepalive-%s" % self.vg,
         )
         self._thread.daemon = True
         self._thread.start()
 
-    def _keepalive(self, client, lease_id, interval, stop):
-        wait = interval
+    @staticmethod
+    def _keepalive_client(source, timeout):
+        """Own client (own HTTP session): requests sessions are not meant to be shared by threads.
+        Taken at the first refresh (most locks are given back before one is due): an idle one of
+        the process, else a copy of the lock's (same member, same token)."""
+        key = getattr(source, "pool_key", None)
+        client = etcd_client.idle_client(key, timeout) if key else None
+        return client or source.clone(timeout=timeout)
+
+    def _next_refresh(self, interval):
+        """Seconds until the next keepalive: ``interval`` after the last one, sooner when less of the
+        lease is known to be left (a grant answered late, a refresh that failed)."""
+        with self._state:
+            left = self._valid_until - time.monotonic() if self._valid_until is not None else 0.0
+        return max(0.0, min(interval, left - (self.lease_ttl - interval)))
+
+    def _keepalive(self, source, lease_id, interval, stop):
+        wait = self._next_refresh(interval)
+        client = None
+        healthy = True
         try:
             while not stop.wait(wait):
                 sent = time.monotonic()
                 try:
+                    if client is None:
+                        client = self._keepalive_client(source, max(0.2, interval))
                     ttl = client.refresh_lease(lease_id)
                 except Exception as exc:
                     # A passing etcd hiccup: retry soon while the lease surely still lives.
@@ -277,11 +341,14 @@ class EtcdVgLock(VgLock):
                     # never hides a gap; once the local bound is past, the lock is lost.
                     with self._state:
                         expired = self._valid_until is None or time.monotonic() >= self._valid_until
+                    healthy = False
                     if expired:
-                        self._mark_lost("refreshing the lease failed until it expired: %s" % client.describe(exc))
+                        self._mark_lost("refreshing the lease failed until it expired: %s"
+                                        % (client or source).describe(exc))
                         return
                     wait = min(interval, 0.25)
                     continue
+                healthy = True
                 if ttl <= 0:
                     self._mark_lost("the lease %x expired (etcd answered TTL %d)" % (lease_id, ttl))
                     return
@@ -291,7 +358,10 @@ class EtcdVgLock(VgLock):
                         # etcd started the new TTL after we sent: sent + ttl is a safe bound.
                         self._valid_until = sent + ttl
         finally:
-            client.close()
+            if client is not None and healthy:
+                etcd_client.give_back(client)
+            elif client is not None:
+                client.close()
 
     def _mark_lost(self, why):
         with self._state:
@@ -373,16 +443,21 @@ class EtcdVgLock(VgLock):
             return
         client.timeout = 2.0  # bounded: release runs on error paths too
         try:
-            if delete_key and token is not None:
+            if lease_id is not None:
+                # Revoking the lease deletes our key with it (delete_key or not: a txn of ours may
+                # have created it although its answer was lost), and only ours: a key another
+                # holder created after ours went is on that holder's lease.
+                client.revoke_lease(lease_id)
+            elif delete_key and token is not None:
                 # Delete only our own key: someone else's has another create revision.
                 client.txn(txn_body([compare_create_revision(self.key, token)], [request_delete(self.key)]))
-            if lease_id is not None:
-                client.revoke_lease(lease_id)
         except etcd_client.etcd_errors() as exc:
             # etcd down or hung: one failure is enough, do not wait on a second request.
             warnings.append("etcd at %s: %s" % (client.endpoint, client.describe(exc)))
-        finally:
-            client.close()
+        if warnings:
+            client.close()  # it may be stuck on a bad member: not for the next lock
+        else:
+            etcd_client.give_back(client)
         if warnings:
             self.release_warning = (
                 "etcd lock on VG %s not cleanly released (%s); it frees itself when the lease expires "

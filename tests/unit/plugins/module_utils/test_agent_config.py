@@ -18,6 +18,13 @@ def config(**values):
     return parse_agent_config(data)
 
 
+@pytest.mark.parametrize("value,expected", [(None, 256 * MIB), ("512M", 512 * MIB), (300 * MIB, 300 * MIB), (0, 0), ("0", 0)])
+def test_initial_write_rate(value, expected):
+    cfg = config() if value is None else config(initial_write_rate=value)
+    assert cfg.initial_write_rate == expected
+    assert cfg.policy().initial_rate == expected
+
+
 def test_defaults():
     cfg = config()
     assert isinstance(cfg, AgentConfig)
@@ -130,6 +137,9 @@ def test_document_errors(data, words):
     ("chunk_max", True, ["chunk_max"]),
     ("headroom_seconds", 0, ["headroom_seconds", "greater than 0"]),
     ("headroom_seconds", "ten", ["headroom_seconds", "number"]),
+    ("initial_write_rate", "fast", ["initial_write_rate", "bytes per second", "not a valid size"]),
+    ("initial_write_rate", -1, ["initial_write_rate", "greater than zero"]),
+    ("initial_write_rate", True, ["initial_write_rate"]),
     ("metrics_address", "", ["metrics_address", "non-empty string"]),
     ("metrics_address", ["127.0.0.1"], ["metrics_address"]),
     ("metrics_port", 0, ["metrics_port", "1 to 65535"]),

@@ -208,6 +208,8 @@ def test_lvm_commands_are_bounded_within_the_watchdog_budget(tmp_path, fakes, mo
     environ = {"NOTIFY_SOCKET": str(tmp_path / "nobody"), "WATCHDOG_USEC": watchdog_usec} if watchdog_usec else {}
     assert main(["--config", write(tmp_path, GOOD)], environ=environ) == 0
     assert FakeStorage.last.runner.timeout == expected
+    # the wait for the host's lvm lock (a module's command may hold it) has the same bound, not 300 s
+    assert FakeStorage.last.runner.host_lock_timeout == expected
 
 
 def test_libvirt_down_exits_1(tmp_path, capsys, fakes):

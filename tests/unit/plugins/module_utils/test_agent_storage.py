@@ -717,6 +717,35 @@ def test_a_hung_lvextend_is_killed_in_time_and_frees_the_vg_lock(local_locks, tm
         os.kill(pid, 0)  # killed, not left behind
 
 
+def test_host_lock_held_by_a_module_fails_the_extend_within_the_agent_bound(local_locks, tmp_path, monkeypatch):
+    """A module's lvm command holds the host's lvm lock (it may, up to 300 s): the agent's wait for it
+    ends at its own bound (within the watchdog budget), lvextend never runs, the extend fails with
+    reason host_lock (counted and retried by the agent) and the VG lock is free again."""
+    from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
+    from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import FileLock
+
+    lock_dir, made = local_locks
+    ran = tmp_path / "lvextend.ran"
+    monkeypatch.setenv("PATH", fake_lvm_bin(tmp_path, "touch %s" % ran) + ":" + os.environ["PATH"])
+    host_lock = str(tmp_path / "host" / "lvm-host.lock")
+    module = FileLock(host_lock, 1)
+    module.acquire()  # another process's lvm command on this host
+    try:
+        runner = LvmRunner(host_lock_path=host_lock, environ={}, timeout=5, host_lock_timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(ExtendFailed, match="host's lvm lock") as info:
+            storage(runner).extend(disk(), 3 * GIB, {})
+        assert time.monotonic() - started < 2
+    finally:
+        module.release()
+    assert info.value.reason == "host_lock"
+    assert not ran.exists()
+    assert not made[0].held
+    again = LocalVgLock("vg0", "other", 0.1, lock_dir=lock_dir)
+    again.acquire()
+    again.release()
+
+
 def test_extends_of_two_vgs_at_once_each_fence_with_their_own_lock(local_locks):
     """One worker per VG: two extends run at the same time, each lvextend fenced by its own VG's lock
     (a shared runner.fence would let one VG's lvextend be fenced by the other's lock)."""

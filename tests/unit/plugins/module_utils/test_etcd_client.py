@@ -147,3 +147,60 @@ def test_every_member_down_raises_after_trying_each_once():
         client.txn({"compare": [], "success": [], "failure": []})
     assert client.failovers == 1
     client.close()
+
+
+# -- the pool of idle clients ---------------------------------------------------------------------
+
+POOL_SETTINGS = {"etcd_endpoints": ["http://127.0.0.1:1", "http://127.0.0.1:2"]}
+
+
+@pytest.fixture
+def empty_pool(monkeypatch):
+    monkeypatch.setattr(etcd_client, "_pool", {})
+
+
+def pooled(settings=None):
+    client = etcd_client.EtcdClient("http://127.0.0.1:1", endpoints=POOL_SETTINGS["etcd_endpoints"])
+    client.pool_key = etcd_client.pool_key(settings or POOL_SETTINGS)
+    return client
+
+
+def test_a_client_given_back_is_reused_for_the_same_settings_only(empty_pool):
+    client = pooled()
+    etcd_client.give_back(client)
+    assert etcd_client.idle_client(etcd_client.pool_key(dict(POOL_SETTINGS, etcd_user="u", etcd_password="p"))) is None
+    assert etcd_client.idle_client(etcd_client.pool_key({"etcd_endpoints": ["http://127.0.0.1:2"]})) is None
+    again = etcd_client.idle_client(etcd_client.pool_key(POOL_SETTINGS), timeout=1.5)
+    assert again is client and again.timeout == 1.5
+    assert etcd_client.idle_client(etcd_client.pool_key(POOL_SETTINGS)) is None  # one user at a time
+
+
+def test_pooled_client_reuses_an_idle_one_without_connecting(empty_pool, monkeypatch):
+    client = pooled()
+    etcd_client.give_back(client)
+
+    def no_connect(*args, **kwargs):
+        raise AssertionError("connected although an idle client was there")
+
+    monkeypatch.setattr(etcd_client, "connect", no_connect)
+    taken = etcd_client.pooled_client(POOL_SETTINGS)
+    assert taken is client and taken.reused
+
+
+def test_another_process_never_gets_or_keeps_a_client(empty_pool, monkeypatch):
+    client = pooled()
+    closed = []
+    client.close = lambda: closed.append(True)
+    monkeypatch.setattr(etcd_client.os, "getpid", lambda: -1)  # as seen from a forked child
+    etcd_client.give_back(client)
+    assert closed == [True] and etcd_client._pool == {}  # pylint: disable=protected-access
+
+
+def test_the_pool_keeps_at_most_pool_size_idle_clients(empty_pool):
+    clients = [pooled() for _number in range(etcd_client.POOL_SIZE + 2)]
+    closed = []
+    for client in clients:
+        client.close = lambda: closed.append(True)
+        etcd_client.give_back(client)
+    assert len(closed) == 2
+    assert len(etcd_client._pool[etcd_client.pool_key(POOL_SETTINGS)]) == etcd_client.POOL_SIZE  # pylint: disable=protected-access

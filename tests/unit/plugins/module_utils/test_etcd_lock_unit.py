@@ -275,3 +275,45 @@ def test_acquire_unreachable_is_bounded():
     assert time.monotonic() - started < 2.0
     assert url in str(info.value) and "Nothing was changed" in str(info.value)
     assert not lock.held
+
+
+class SlowGrantClient(object):
+    """A client whose grants are answered ``delays`` seconds late (an election), on a fake clock."""
+
+    endpoint = "http://127.0.0.1:2379"
+
+    def __init__(self, clock, delays, refresh_ttls):
+        self.clock = clock
+        self.delays = list(delays)
+        self.refresh_ttls = list(refresh_ttls)
+        self.calls = []
+        self.timeout = 5.0
+        self.reused = False
+
+    def grant_lease(self, ttl):
+        self.calls.append("grant")
+        self.clock[0] += self.delays.pop(0)
+        return 100 + len(self.calls), ttl
+
+    def refresh_lease(self, lease_id):
+        self.calls.append(("refresh", lease_id))
+        return self.refresh_ttls.pop(0)
+
+
+@pytest.mark.parametrize("delays, refresh_ttls, calls, lease", [
+    ([0.5], [], ["grant"], 101),                                            # on time: as it was
+    ([5.0], [10], ["grant", ("refresh", 101)], 101),                        # late: refreshed at once
+    ([11.0, 0.1], [-1], ["grant", ("refresh", 101), "grant"], 103),         # gone meanwhile: a new one
+], ids=["on-time", "late", "expired"])
+def test_a_lease_granted_late_is_refreshed_before_the_lock_relies_on_it(monkeypatch, delays, refresh_ttls, calls, lease):
+    from ansible_collections.sltv.core.plugins.module_utils.locking import etcd_lock
+
+    clock = [1000.0]
+    monkeypatch.setattr(etcd_lock.time, "monotonic", lambda: clock[0])
+    lock = EtcdVgLock.from_settings(settings(lock_ttl=10), "vg0", "host1:test")
+    client = SlowGrantClient(clock, delays, refresh_ttls)
+    lock._client = client  # pylint: disable=protected-access
+    started = lock._fresh_lease(clock[0] + 60)  # pylint: disable=protected-access
+    assert client.calls == calls
+    assert lock.lease_id == lease
+    assert clock[0] - started <= lock.lease_ttl / 3.0  # a whole lease known to be left from here

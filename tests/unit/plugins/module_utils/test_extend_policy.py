@@ -155,7 +155,7 @@ def test_chunk_limits_are_rounded_to_extents():
 
 @pytest.mark.parametrize("rate,chunk", [
     (0, GIB),                       # idle: chunk_min
-    (None, GIB),                    # unknown rate
+    (None, 2 * GIB),                # not measured yet: 2 * 4 s at the assumed 256 MiB/s
     (-5 * MIB, GIB),                # never below chunk_min
     (float("nan"), GIB),
     (10 * MIB, GIB),                # 200 MiB wanted: chunk_min
@@ -179,6 +179,39 @@ def test_chunk_follows_rate(rate, chunk):
 def test_threshold_is_physical_minus_headroom(rate, headroom):
     physical = 20 * GIB
     assert policy().threshold(physical, 100 * GIB, rate) == physical - headroom
+
+
+@pytest.mark.parametrize("initial_rate,headroom,chunk", [
+    (GIB, 4 * GIB, 8 * GIB),               # 4 s at 1 GiB/s; twice that, chunk_max
+    (256 * MIB, GIB, 2 * GIB),             # the default: 4 s at 256 MiB/s
+    (64 * MIB, 512 * MIB, GIB),            # 256 MiB wanted: the chunk_min floor
+    (0, 512 * MIB, GIB),                   # none assumed: chunk_min / 2, as for an idle disk
+])
+def test_before_a_rate_is_measured_the_headroom_covers_the_initial_rate_for_one_extend(initial_rate, headroom, chunk):
+    pol = policy(initial_rate=initial_rate)
+    physical = 20 * GIB
+    assert pol.headroom(physical, None) == headroom
+    assert pol.threshold(physical, 100 * GIB, None) == physical - headroom
+    assert pol.chunk(None) == chunk
+    assert pol.headroom(physical, 0) == 512 * MIB  # a measured idle disk: chunk_min / 2, whatever is assumed
+
+
+def test_the_first_headroom_lasts_past_a_loaded_lvextend_at_the_assumed_rate():
+    """issue 12: lvextend took up to 3.07 s on a loaded test bed; the first headroom must outlast it at
+    the assumed rate, and the first extend must leave the disk out of its headroom (no cascade)."""
+    from ansible_collections.sltv.core.plugins.module_utils.agent import extend_policy
+
+    pol = policy()
+    assert pol.headroom(100 * GIB, None) / float(extend_policy.DEFAULT_INITIAL_WRITE_RATE) >= 3.07 + 0.29 + 0.28
+    small = 512 * MIB
+    assert pol.needs_extend(small, 10 * GIB, 0, None)  # grown before its first write
+    grown = pol.next_size(small, 10 * GIB, None)
+    assert grown == small + 2 * GIB and not pol.needs_extend(grown, 10 * GIB, 0, None)
+
+
+def test_a_negative_initial_rate_is_refused():
+    with pytest.raises(ValidationError, match="initial_rate"):
+        policy(initial_rate=-1)
 
 
 def test_headroom_is_at_least_one_extent():

@@ -223,6 +223,9 @@ class FakeConn(object):
     def fire_lifecycle(self, dom, event, detail):
         self.callbacks[thin_agent.EVENT_LIFECYCLE](self, dom, event, detail, None)
 
+    def fire_device_added(self, dom, target):
+        self.callbacks[thin_agent.EVENT_DEVICE_ADDED](self, dom, dom.disks[target].alias, None)
+
     def fire_close(self, reason=0):
         self.close_cb(self, reason, None)
 
@@ -326,7 +329,9 @@ class Setup(object):
     """A connected agent over the fakes; ``drain()`` hands queued events to the worker."""
 
     def __init__(self, vg_workers=False, **config):
-        data = {"vgs": ["vg0"]}
+        # No assumed initial rate unless a test asks for one: these tests arm at chunk_min / 2 before a
+        # rate is measured (the initial rate's own tests set initial_write_rate).
+        data = {"vgs": ["vg0"], "initial_write_rate": 0}
         data.update(config)
         self.config = parse_agent_config(data)
         self.hv = Hypervisor()
@@ -383,6 +388,7 @@ LIBVIRT_CONSTANTS = [
     ("EVENT_LIFECYCLE", "VIR_DOMAIN_EVENT_ID_LIFECYCLE"),
     ("EVENT_IO_ERROR_REASON", "VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON"),
     ("EVENT_BLOCK_THRESHOLD", "VIR_DOMAIN_EVENT_ID_BLOCK_THRESHOLD"),
+    ("EVENT_DEVICE_ADDED", "VIR_DOMAIN_EVENT_ID_DEVICE_ADDED"),
     ("LIFECYCLE_STARTED", "VIR_DOMAIN_EVENT_STARTED"),
     ("LIFECYCLE_SUSPENDED", "VIR_DOMAIN_EVENT_SUSPENDED"),
     ("LIFECYCLE_RESUMED", "VIR_DOMAIN_EVENT_RESUMED"),
@@ -482,6 +488,83 @@ def test_arm_failure_is_counted_and_retried_by_the_next_sweep():
     setup.clock.advance(5)
     setup.agent.sweep()
     assert dom.disks["vdb"].threshold == 2 * GIB - 512 * MIB
+
+
+# -- a new attachment ---------------------------------------------------------------------------------
+
+def hot_attach(setup, size=2 * GIB, virtual=10 * GIB):
+    """web01 runs (swept, nothing of ours attached); vg0/d1 was last claimed by db on host2. The attach
+    moves the claim to web01 here and adds the disk as vdb: the agent's catalog still has the old claim."""
+    key = setup.storage.add("d1", size, virtual, claims=[Claim("host2", UUID3, "exclusive", "db")])
+    dom = setup.hv.add(UUID1, "web01")
+    dom.add_disk("vda", "/var/lib/libvirt/images/root.qcow2", index=1)
+    setup.agent.sweep()
+    assert setup.agent.watches == {}
+    setup.storage.claims[key] = [Claim("host1", UUID1, "exclusive", "web01")]
+    dom.add_disk("vdb", "/dev/vg0/d1", index=2)
+    return dom, key
+
+
+def test_a_hot_attached_disk_is_armed_on_the_device_added_event_not_at_the_next_sweep():
+    setup = Setup(vg_workers=False)
+    dom, key = hot_attach(setup)
+    sweeps = len([c for c in setup.conn.calls if c[0] == "getAllDomainStats"])
+    reads = setup.storage.reads
+    setup.conn.fire_device_added(dom, "vdb")
+    setup.drain()
+    # armed for the disk's size now, on vdb[index], with the claim read again (the attach moved it here)
+    assert dom.disks["vdb"].threshold == 2 * GIB - GIB // 2
+    assert dom.names_called("setBlockThreshold") == [("setBlockThreshold", "vdb[2]", 2 * GIB - GIB // 2)]
+    assert setup.storage.reads == reads + 1
+    assert len([c for c in setup.conn.calls if c[0] == "getAllDomainStats"]) == sweeps  # no sweep was needed
+    assert setup.agent.metrics.events.value(type="device_added") == 1
+    assert setup.agent.refused == set()
+
+
+def test_a_domain_start_arms_its_thin_disks_at_once():
+    setup = Setup(vg_workers=False)
+    setup.storage.add("d1", 2 * GIB)
+    dom = setup.hv.add(UUID1, "web01")
+    dom.add_disk("vdb", "/dev/vg0/d1")
+    setup.conn.fire_lifecycle(dom, thin_agent.LIFECYCLE_STARTED, 0)
+    setup.drain()
+    assert dom.disks["vdb"].threshold == 2 * GIB - GIB // 2
+    assert not [c for c in setup.conn.calls if c[0] == "getAllDomainStats"]
+
+
+def test_before_a_rate_is_measured_the_first_headroom_covers_the_assumed_host_rate():
+    """initial_write_rate 1G (a 10 GbE path; the default is 256M): a guest may write at 1 GiB/s right after the attach, and one
+    extend may take 4 s on a loaded host: the first headroom is 4 GiB. A 2 GiB disk is grown at once
+    (before its first write) by twice that (8 GiB, chunk_max) and armed 4 GiB below its new end."""
+    setup = Setup(vg_workers=False, initial_write_rate="1G")
+    dom, key = hot_attach(setup, size=2 * GIB, virtual=40 * GIB)
+    setup.conn.fire_device_added(dom, "vdb")
+    setup.drain()
+    assert setup.storage.extends == [(key, 2 * GIB, 10 * GIB)]
+    assert setup.agent.history[-1]["trigger"] == "attach"
+    assert dom.disks["vdb"].threshold == 10 * GIB - 4 * GIB
+    # a guest writing at 1 GiB/s from the moment of the event has 6 GiB ahead: 6 s, past a 3 s lvextend
+
+
+def test_a_large_disk_is_armed_with_the_assumed_rate_and_rearmed_once_the_rate_is_measured():
+    setup = Setup(vg_workers=False, initial_write_rate="512M")
+    dom, key = hot_attach(setup, size=20 * GIB, virtual=40 * GIB)
+    setup.conn.fire_device_added(dom, "vdb")
+    setup.drain()
+    assert setup.storage.extends == []  # 20 GiB has room for 4 s at 512 MiB/s
+    assert dom.disks["vdb"].threshold == 20 * GIB - 2 * GIB
+    dom.disks["vdb"].allocation = 10 * MIB  # measured: a slow writer (2 MiB/s)
+    setup.clock.advance(5)
+    setup.agent.sweep()
+    assert dom.disks["vdb"].threshold == 20 * GIB - GIB // 2  # chunk_min / 2 again: its rate is known
+
+
+def test_initial_write_rate_zero_keeps_the_chunk_min_floor():
+    setup = Setup(vg_workers=False, initial_write_rate=0)
+    dom, key = hot_attach(setup)
+    setup.conn.fire_device_added(dom, "vdb")
+    setup.drain()
+    assert setup.storage.extends == [] and dom.disks["vdb"].threshold == 2 * GIB - GIB // 2
 
 
 # -- threshold events -------------------------------------------------------------------------------
@@ -946,6 +1029,29 @@ def test_failed_extend_backs_off_and_resumes_after_success():
     assert (watch.backoff, watch.retry_at) == (0.0, None)
 
 
+def test_extend_failed_on_the_host_lock_is_counted_and_retried_soon():
+    """A module's lvm command held the host's lvm lock past the agent's bound: the extend failed
+    without running lvextend. Counted (reason host_lock), retried like a VG lock failure (each attempt
+    already waited its bound: back-off at most LOCK_BACKOFF, not 30 s), and done once the lock is free."""
+    setup, dom, key = one_disk()
+    armed = dom.disks["vdb"].threshold
+    dom.disks["vdb"].allocation = armed + MIB
+    setup.storage.failures = [ExtendFailed("the host's lvm lock is still held", "host_lock")] * 4
+    setup.conn.fire_threshold(dom, "vdb[4]", armed)
+    setup.drain()
+    watch = setup.agent.watches[(UUID1, "vdb")]
+    backoffs = [watch.backoff]
+    for attempt_number in range(4):
+        setup.clock.advance(watch.retry_at - setup.clock())
+        setup.agent._retry_due()
+        backoffs.append(watch.backoff)
+    assert backoffs == [0.5, 1.0, thin_agent.LOCK_BACKOFF, thin_agent.LOCK_BACKOFF, 0.0]
+    assert setup.agent.metrics.extend_failures.value(vg="vg0", reason="host_lock") == 4
+    assert setup.agent.metrics.errors.value(kind="lock") == 4
+    (disk, old, new), = setup.storage.extends
+    assert (disk, old) == (key, 2 * GIB) and new > 2 * GIB
+
+
 def test_failed_threshold_extend_waits_for_its_backoff():
     setup, dom, key = one_disk()
     armed = dom.disks["vdb"].threshold
@@ -1121,7 +1227,7 @@ def test_connect_registers_events_and_keepalive():
     setup = Setup()
     conn = setup.conn
     assert sorted(conn.callbacks) == sorted([thin_agent.EVENT_LIFECYCLE, thin_agent.EVENT_IO_ERROR_REASON,
-                                             thin_agent.EVENT_BLOCK_THRESHOLD])
+                                             thin_agent.EVENT_BLOCK_THRESHOLD, thin_agent.EVENT_DEVICE_ADDED])
     assert conn.close_cb is not None
     assert conn.names_called("setKeepAlive")
     assert setup.agent.metrics.libvirt_connected.value() == 1
@@ -1221,7 +1327,7 @@ def wait_until(predicate, timeout=2.0):
 
 
 def test_run_loop_sweeps_notifies_and_handles_events():
-    config = parse_agent_config({"vgs": ["vg0"], "sweep_interval": 0.05})
+    config = parse_agent_config({"vgs": ["vg0"], "sweep_interval": 0.05, "initial_write_rate": 0})
     hv = Hypervisor()
     libvirt = FakeLibvirt(hv)
     storage = FakeStorage()
