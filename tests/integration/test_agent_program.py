@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import json
 import os
 import signal
@@ -51,6 +52,30 @@ def write_config(tmp_path, **values):
     return str(path)
 
 
+@contextlib.contextmanager
+def ready_agent(tmp_path, config_path, watchdog_usec, ready_within):
+    """The agent program started with a notify socket: yields (proc, notify) once it sent READY=1;
+    kills it if it is still running at the end."""
+    notify_path = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(30)
+    proc = subprocess.Popen(agent_argv(config_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                            env=agent_env(dict(NOTIFY_SOCKET=notify_path, WATCHDOG_USEC=str(watchdog_usec))))
+    try:
+        messages = []
+        deadline = time.monotonic() + ready_within
+        while not any("READY=1" in m for m in messages) and time.monotonic() < deadline:
+            messages.append(notify.recv(4096).decode())
+        assert any("READY=1" in m for m in messages), messages
+        yield proc, notify
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+
+
 def run_agent(config_path, *extra, **kwargs):
     return subprocess.run(agent_argv(config_path, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, env=agent_env(kwargs.get("env")), timeout=60, check=False)
@@ -75,23 +100,10 @@ def test_missing_config_file_exits_2(tmp_path):
 
 
 def test_etcd_down_and_a_vg_missing_at_start_run_degraded(tmp_path, loop_vg, libvirtd):
-    """No exit and no restart loop: the agent is READY, watches the VG it has, and says what is missing in
-    its log and metrics (it looks for the VG at every sweep and for etcd every few seconds)."""
-    notify_path = str(tmp_path / "notify.sock")
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(notify_path)
-    notify.settimeout(30)
     etcd_port, metrics_port = free_port(), free_port()
     path = write_config(tmp_path, vgs=[loop_vg.name, "vg_not_here"], sweep_interval=0.5, metrics_port=metrics_port,
                         lock=dict(lock_backend="etcd", etcd_endpoints=["http://127.0.0.1:%d" % etcd_port]))
-    proc = subprocess.Popen(agent_argv(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                            env=agent_env(dict(NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="20000000")))
-    try:
-        messages = []
-        deadline = time.monotonic() + 40
-        while not any("READY=1" in m for m in messages) and time.monotonic() < deadline:
-            messages.append(notify.recv(4096).decode())
-        assert any("READY=1" in m for m in messages), messages
+    with ready_agent(tmp_path, path, 20000000, 40) as (proc, notify):
         body = urlopen("http://127.0.0.1:%d/metrics" % metrics_port, timeout=5).read().decode()
         assert "sltv_agent_etcd_up 0" in body
         assert 'sltv_agent_vg_up{vg="vg_not_here"} 0' in body
@@ -101,11 +113,6 @@ def test_etcd_down_and_a_vg_missing_at_start_run_degraded(tmp_path, loop_vg, lib
         stderr = proc.stderr.read()
         assert "etcd is not reachable" in stderr and "127.0.0.1:%d" % etcd_port in stderr and "degraded" in stderr
         assert "volume group vg_not_here not found" in stderr, stderr
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        notify.close()
 
 
 def test_missing_libvirt_exits_1(tmp_path, loop_vg):
@@ -117,22 +124,11 @@ def test_missing_libvirt_exits_1(tmp_path, loop_vg):
 
 
 def test_start_ready_metrics_etcd_watchdog_and_clean_stop(tmp_path, loop_vg, etcd_server, libvirtd):
-    notify_path = str(tmp_path / "notify.sock")
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(notify_path)
-    notify.settimeout(30)
     port = free_port()
     prefix = "/sltv-agent-test-%d" % os.getpid()
     path = write_config(tmp_path, vgs=[loop_vg.name], sweep_interval=0.5, metrics_port=port,
                         lock=dict(lock_backend="etcd", etcd_endpoints=[etcd_server.endpoint], lock_prefix=prefix))
-    proc = subprocess.Popen(agent_argv(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                            env=agent_env(dict(NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="2000000")))
-    try:
-        messages = []
-        deadline = time.monotonic() + 30
-        while not any("READY=1" in m for m in messages) and time.monotonic() < deadline:
-            messages.append(notify.recv(4096).decode())
-        assert any("READY=1" in m for m in messages), messages
+    with ready_agent(tmp_path, path, 2000000, 30) as (proc, notify):
         # The watchdog is fed at least every second (half of WATCHDOG_USEC).
         pings = 0
         deadline = time.monotonic() + 3
@@ -161,8 +157,3 @@ def test_start_ready_metrics_etcd_watchdog_and_clean_stop(tmp_path, loop_vg, etc
         assert any("STOPPING=1" in m for m in tail), tail
         stderr = proc.stderr.read()
         assert "<6>sltv-agent 1.0.0 on" in stderr, stderr
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        notify.close()
