@@ -210,7 +210,7 @@ from ansible_collections.sltv.core.plugins.module_utils.ops.attachment import At
 from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import Hypervisor
 from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
 from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
-    exit_with, host_name, lock_factory, run_or_fail, sltv_module,
+    exit_with, host_name, lock_factory, require_libvirt, run_or_fail, sltv_module,
 )
 
 
@@ -233,6 +233,7 @@ def main():
         uri=dict(type="str", default="qemu:///system"),
     )
     module = sltv_module(argument_spec)
+    require_libvirt(module)
     params = module.params
 
     host = host_name()

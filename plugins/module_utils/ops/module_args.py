@@ -13,10 +13,11 @@ import re
 import socket
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.sltv.core.plugins.module_utils.infra import etcd_client
 from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import MIN_LOCK_TTL, make_vg_lock
-from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
+from ansible_collections.sltv.core.plugins.module_utils.errors import LockError, SltvError
 
 LOCK_ARGUMENT_SPEC = dict(
     lock_backend=dict(type="str", default="local", choices=["local", "etcd"]),
@@ -66,7 +67,31 @@ def sltv_module(argument_spec, check_lock=True, **kwargs):
     problem = check_lock_params(module.params) if check_lock else None
     if problem:
         module.fail_json(msg=problem)
+    if check_lock and module.params.get("lock_backend") == "etcd":
+        check_etcd_settings(module)
     return module
+
+
+def check_etcd_settings(module):
+    """The etcd client library and the connection settings (certificate files, credentials), checked
+    before anything runs, also when the run turns out to need no lock (nothing contacts etcd here)."""
+    if etcd_client.ETCD3GW_IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib("etcd3gw", reason="for lock_backend=etcd"),
+                         exception=str(etcd_client.ETCD3GW_IMPORT_ERROR))
+    try:
+        etcd_client.validate_connection_settings(lock_settings(module.params))
+    except LockError as exc:
+        module.fail_json(msg="lock_backend=etcd: %s" % (exc,))
+
+
+def require_libvirt(module):
+    """Fail the way Ansible's modules do when the libvirt Python bindings are missing."""
+    try:
+        import libvirt  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        module.fail_json(msg=missing_required_lib("libvirt-python", reason="to manage libvirt domains "
+                                                  "(Debian/Ubuntu and EL: package python3-libvirt)"),
+                         exception=traceback.format_exc())
 
 
 def host_name():
