@@ -77,8 +77,10 @@ options:
         for a thin disk the qcow2 virtual size, rounded up to 512 bytes.
       - Bytes, or a number with a binary unit, for example V(512M), V(50G), V(50GiB) or V(1.5T);
         K, M, G, T and P are powers of 1024, with or without C(B)/C(iB).
-      - Required to create a disk. For an existing disk it is compared with the disk, and a
-        different size is an error.
+      - Required to create a disk. For an existing disk it is compared with the disk. A disk
+        bigger than O(size) (grown by M(sltv.core.sltv_extend) or the agent since it was created)
+        is left as it is, with a warning, so the play that created it replays cleanly; disks are
+        never shrunk. A disk smaller than O(size) is an error: grow it with M(sltv.core.sltv_extend).
     type: str
     aliases: [virtual_size]
   initial_size:

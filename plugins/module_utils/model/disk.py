@@ -162,6 +162,7 @@ def _plan_present(spec, vg, disk, can_activate):
     if disk.kind != spec.provisioning:
         raise DiskStateError("%s exists as a %s disk, not %s: a disk's kind cannot be changed"
                              % (where, disk.kind, spec.provisioning))
+    warnings = []
     if spec.size is not None:
         wanted = _guest_size(spec, vg)
         current = disk.size if disk.kind == THICK else disk.virtual_size
@@ -169,16 +170,17 @@ def _plan_present(spec, vg, disk, can_activate):
             raise DiskStateError("%s is %s, %s requested: grow it with sltv.core.sltv_extend"
                                  % (where, human(current), human(wanted)))
         if wanted < current:
-            raise DiskStateError("%s is %s, %s requested: disks are never shrunk (it destroys data)"
-                                 % (where, human(current), human(wanted)))
+            # Grown since it was created (sltv_extend, the agent): the play that created it must
+            # replay cleanly, as community.general.lvol does with shrink=false. Never shrunk.
+            warnings.append("%s is %s, more than the %s requested: left as it is (disks are never shrunk)"
+                            % (where, human(current), human(wanted)))
     if disk.kind == THIN and not disk.initialized:
         if can_activate:
             after = dict(disk.to_dict(), initialized=True,
                          lv_tags=sorted(t for t in disk.tags if t != T.INIT_PENDING_TAG))
-            return DiskPlan([WRITE_HEADER], disk.to_dict(), after, virtual_size=disk.virtual_size)
-        return DiskPlan([], disk.to_dict(), disk.to_dict(),
-                        warnings=["%s has no qcow2 header yet and LV activation is off on this host" % where])
-    return DiskPlan([], disk.to_dict(), disk.to_dict())
+            return DiskPlan([WRITE_HEADER], disk.to_dict(), after, virtual_size=disk.virtual_size, warnings=warnings)
+        warnings.append("%s has no qcow2 header yet and LV activation is off on this host" % where)
+    return DiskPlan([], disk.to_dict(), disk.to_dict(), warnings=warnings)
 
 
 def _guest_size(spec, vg):

@@ -65,7 +65,6 @@ def test_existing_same_is_noop_and_size_optional():
 
 @pytest.mark.parametrize("spec,fragment", [
     (DiskSpec("d1", "vg0", size="20G"), "sltv_extend"),
-    (DiskSpec("d1", "vg0", size="5G"), "never shrunk"),
     (DiskSpec("d1", "vg0", size="10G", provisioning="thin"), "cannot be changed"),
     (DiskSpec("t1", "vg0", size="30G", provisioning="thin"), "sltv_extend"),
 ])
@@ -73,6 +72,13 @@ def test_existing_different_is_an_error(spec, fragment):
     with pytest.raises(DiskStateError) as err:
         plan_disk(spec, vg([THICK10, THIN20]))
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("spec", [DiskSpec("d1", "vg0", size="5G"), DiskSpec("t1", "vg0", size="10G", provisioning="thin")])
+def test_existing_bigger_than_asked_is_left_as_it_is_with_a_warning(spec):
+    plan = plan_disk(spec, vg([THICK10, THIN20]))
+    assert not plan.changed and plan.before == plan.after
+    assert len(plan.warnings) == 1 and "more than the" in plan.warnings[0] and "never shrunk" in plan.warnings[0]
 
 
 def test_foreign_lv_is_never_touched():
