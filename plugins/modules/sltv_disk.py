@@ -80,7 +80,7 @@ options:
       - Required to create a disk. For an existing disk it is compared with the disk. A disk
         bigger than O(size) (grown by M(sltv.core.sltv_extend) or the agent since it was created)
         is left as it is, with a warning, so the play that created it replays cleanly; disks are
-        never shrunk. A disk smaller than O(size) is an error: grow it with M(sltv.core.sltv_extend).
+        never shrunk. A disk smaller than O(size) is an error (grow it with M(sltv.core.sltv_extend)).
     type: str
     aliases: [virtual_size]
   initial_size:
