@@ -101,8 +101,9 @@ disks:
       elements: dict
     local_domains:
       description: >-
-        Domains of this host whose definition has the disk: domain, domain_uuid, target, bus, live,
-        and for running ones capacity, allocation and physical in bytes.
+        Domains of this host that have the disk, one entry per domain and target - domain,
+        domain_uuid, target, bus, live (the running domain has it), persistent (its saved definition
+        has it), and when live capacity, allocation and physical in bytes.
       type: list
       elements: dict
   sample:
@@ -114,7 +115,7 @@ disks:
       virtual_size: 53687091200
       active_here: true
       attached: [{host: hv1, domain_uuid: 7c1a4a1e-8f0c-4b59-9b1e-2f1d4c7e8a11, here: true}]
-      local_domains: [{domain: web01, target: vdb, live: true, capacity: 53687091200, allocation: 1073741824}]
+      local_domains: [{domain: web01, target: vdb, live: true, persistent: true, capacity: 53687091200, allocation: 1073741824}]
 vgs:
   description: Per volume group, sizes in bytes and the over-commit ratio.
   returned: always

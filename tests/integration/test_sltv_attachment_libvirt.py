@@ -118,7 +118,7 @@ def test_sltv_info_shows_disks_attachments_and_overcommit(loop_vg, nos_domain):
     assert disks["t1"]["attached"][0]["domain_uuid"] == dom.UUIDString()
     assert disks["t1"]["attached"][0]["domain_name"] == dom.name() and disks["t1"]["attached"][0]["here"]
     assert disks["t1"]["local_domains"] == [dict(domain=dom.name(), domain_uuid=dom.UUIDString(), target="vda",
-                                                 bus="virtio", live=False)]
+                                                 bus="virtio", live=False, persistent=True)]
     vg = info["vgs"][0]
     assert vg["disks"] == 2 and vg["virtual"] == 17 * GIB
     assert vg["overcommit"] == round(17.0 * GIB / vg["size"], 3)

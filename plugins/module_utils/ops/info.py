@@ -19,19 +19,25 @@ from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 
 
 def _local_users(hypervisor, disk_users, vg, name, warnings):
+    """One entry per domain and target of this host that names the disk: ``live`` when the running
+    domain has it, ``persistent`` when its saved definition has it (a running domain would
+    otherwise be listed twice, once per XML)."""
     if hypervisor is None:
         return []
-    users = []
+    users = {}
     for dom, dd, live in hypervisor.users_of(lv_device_paths(vg, name), disk_users):
-        entry = dict(domain=dom.name, domain_uuid=dom.uuid, target=dd.target, bus=dd.bus, live=live)
-        if live:
-            try:
-                capacity, allocation, physical = dom.block_info(dd.target)
-                entry.update(capacity=capacity, allocation=allocation, physical=physical)
-            except SltvError as exc:
-                warnings.append(str(exc))
-        users.append(entry)
-    return users
+        entry = users.setdefault((dom.uuid, dd.target), dict(
+            domain=dom.name, domain_uuid=dom.uuid, target=dd.target, bus=dd.bus, live=False, persistent=False))
+        if not live:
+            entry["persistent"] = True
+            continue
+        entry["live"] = True
+        try:
+            capacity, allocation, physical = dom.block_info(dd.target)
+            entry.update(capacity=capacity, allocation=allocation, physical=physical)
+        except SltvError as exc:
+            warnings.append(str(exc))
+    return list(users.values())
 
 
 def gather(runner, host, hypervisor=None, vgs=None, disk=None, domain=None):
