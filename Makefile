@@ -2,7 +2,9 @@
 # as root, it installs what it needs (apt-get, .venv) and runs every stage in order, stopping at the
 # first failing one.  Each stage also has a target of its own.
 #
-#   make test          deps, then: sanity lint changelog unit integration build molecule
+#   make test          deps, then: sanity lint changelog unit integration build molecule; when
+#                      molecule is a stage (as root), the test-bed image is built (or found in its
+#                      cache) in the background meanwhile: the VM boot of molecule waits for it
 #   make test-fast     deps, then: sanity lint changelog unit integration (no VMs, no build;
 #                      under 10 min): the check to run before pushing; `make test` is the full one
 #   make sanity        ansible-test sanity, all tests, Python 3.11 (on a copy under build/sanity)
@@ -59,9 +61,15 @@ test:
 	@start=$$(date +%s); rm -f build/logs/timings.txt build/logs/molecule-timings.txt; \
 	printf '==== make test: %s\n' "$(STAGES)"; \
 	$(MAKE) deps; \
+	image=; case " $(STAGES) " in *" molecule "*) if [ "$$(id -u)" -eq 0 ]; then \
+		mkdir -p build/logs && python3 tests/testbed/testbed.py deps && { \
+		python3 tests/testbed/testbed.py build >build/logs/testbed-build.log 2>&1 & image=$$!; }; \
+		printf '==== test-bed image: built or checked in the background (build/logs/testbed-build.log)\n'; fi ;; esac; \
 	rc=0; \
 	for stage in $(STAGES); do $(MAKE) $$stage || { rc=$$?; break; }; done; \
+	if [ -n "$$image" ]; then wait "$$image" 2>/dev/null; fi; \
 	printf '\n==== stage timings\n'; cat build/logs/timings.txt 2>/dev/null || true; \
+	if [ -n "$$image" ]; then printf '(test-bed image, in the background: %s)\n' "$$(tail -n 1 build/logs/testbed-build.log)"; fi; \
 	if [ -s build/logs/molecule-timings.txt ]; then \
 		printf '==== molecule timings (step, or step/verify part)\n'; cat build/logs/molecule-timings.txt; \
 	fi; \
