@@ -1029,16 +1029,22 @@ def test_failed_extend_backs_off_and_resumes_after_success():
     assert (watch.backoff, watch.retry_at) == (0.0, None)
 
 
+def crossed_threshold_failing(failure, times):
+    """One watched disk written past its threshold while the next ``times`` extends fail with ``failure``."""
+    setup, dom, key = one_disk()
+    armed = dom.disks["vdb"].threshold
+    dom.disks["vdb"].allocation = armed + MIB
+    setup.storage.failures = [failure] * times
+    setup.conn.fire_threshold(dom, "vdb[4]", armed)
+    setup.drain()
+    return setup, dom, key
+
+
 def test_extend_failed_on_the_host_lock_is_counted_and_retried_soon():
     """A module's lvm command held the host's lvm lock past the agent's bound: the extend failed
     without running lvextend. Counted (reason host_lock), retried like a VG lock failure (each attempt
     already waited its bound: back-off at most LOCK_BACKOFF, not 30 s), and done once the lock is free."""
-    setup, dom, key = one_disk()
-    armed = dom.disks["vdb"].threshold
-    dom.disks["vdb"].allocation = armed + MIB
-    setup.storage.failures = [ExtendFailed("the host's lvm lock is still held", "host_lock")] * 4
-    setup.conn.fire_threshold(dom, "vdb[4]", armed)
-    setup.drain()
+    setup, dom, key = crossed_threshold_failing(ExtendFailed("the host's lvm lock is still held", "host_lock"), 4)
     watch = setup.agent.watches[(UUID1, "vdb")]
     backoffs = [watch.backoff]
     for attempt_number in range(4):
@@ -1053,12 +1059,7 @@ def test_extend_failed_on_the_host_lock_is_counted_and_retried_soon():
 
 
 def test_failed_threshold_extend_waits_for_its_backoff():
-    setup, dom, key = one_disk()
-    armed = dom.disks["vdb"].threshold
-    dom.disks["vdb"].allocation = armed + MIB
-    setup.storage.failures = [ExtendFailed("cannot take the lock of VG vg0", "lock")] * 2
-    setup.conn.fire_threshold(dom, "vdb[4]", armed)
-    setup.drain()
+    setup, dom, key = crossed_threshold_failing(ExtendFailed("cannot take the lock of VG vg0", "lock"), 2)
     assert setup.storage.attempts == 1
     assert setup.agent.metrics.extend_failures.value(vg="vg0", reason="lock") == 1
     assert setup.agent.metrics.errors.value(kind="lock") == 1
