@@ -421,7 +421,8 @@ class EtcdClient(Etcd3Client):
     def post(self, url, *args, **kwargs):
         """All of etcd3gw's calls go through here: one request, on the next member when the one in
         use cannot be reached (each member tried once), re-authenticating once on a bad token."""
-        path = url[len(self.get_url("")):] if url.startswith(self.get_url("")) else None
+        base = self.get_url("")  # every request passes here: build the member's URL prefix once
+        path = url[len(base):] if url.startswith(base) else None
         tried = 1
         while True:
             try:
