@@ -167,7 +167,10 @@ def main(argv=None, environ=None):
         storage = LvmStorage(config, runner, host=host, etcd_connect=_etcd_connect, log=log, cluster_up=etcd_up,
                              status_path=STATUS_PATH)
         storage.thin_disks()  # lvm answers; a missing VG is logged, and looked for at every sweep
-        agent = Agent(config, storage, host=host, metrics=metrics, notifier=notifier, log=log)
+        # On stop the agent waits for its running extends, each for one lvm command and its host-lock
+        # wait: systemd kills what is left once the agent exits (TimeoutStopSec in the unit covers it).
+        agent = Agent(config, storage, host=host, metrics=metrics, notifier=notifier, log=log,
+                      stop_timeout=runner.host_lock_timeout + runner.timeout)
         agent.start()
     except SltvError as exc:
         log.critical("cannot start on host %s: %s", host, exc)

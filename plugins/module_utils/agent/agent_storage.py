@@ -93,6 +93,13 @@ class Storage(object):
         """False while the cluster store (etcd) does not answer."""
         return True
 
+    def kernel_size(self, disk):
+        """Bytes the kernel gives the disk's device on this host now; None when not active here."""
+        return None
+
+    def stopping(self):
+        """The agent stops: start no lvm write from now on (nothing by default)."""
+
     def close(self):
         """Release what the storage holds (etcd lease, connections)."""
 
@@ -144,6 +151,7 @@ class LvmStorage(Storage):
         self.status_path = status_path  # the status file sltv_info reads (agent_status), None: not written
         self._status_failed = False
         self.started = clock()
+        self._stopping = threading.Event()
 
     # -- reading -----------------------------------------------------------------------------------
     def _read_vgs(self):
@@ -261,6 +269,7 @@ class LvmStorage(Storage):
         fenced = []  # seconds spent confirming the lock right before lvextend (etcd: two requests)
 
         def fence():
+            self._refuse_if_stopping(disk, "lvextend")
             fence_started = time.monotonic()
             lock.ensure_held()
             fenced.append(time.monotonic() - fence_started)
@@ -320,6 +329,7 @@ class LvmStorage(Storage):
             # device here keeps the old size until a refresh; do it now, so that _verify passes and
             # a guest paused here is resumed at once (not after the next catalog read or a back-off).
             if active_here(disk):
+                self._refuse_if_stopping(disk, "lvchange --refresh")
                 try:
                     self.runner.refresh(disk.vg, disk.name)
                 except SltvError as refresh_error:
@@ -331,6 +341,24 @@ class LvmStorage(Storage):
                                "domains that hit the end of this disk stay paused until then"
                                % (disk.key, disk.vg, human(vg.free), human(size - lv.size)), "vg_full")
         raise ExtendFailed("%s: lvextend failed: %s" % (disk.key, exc), "lvm")
+
+    def kernel_size(self, disk):
+        for path in disk.paths:
+            try:
+                return device_size(path)
+            except OSError:
+                continue  # not active here (or this path is not its device)
+        return None
+
+    def stopping(self):
+        self._stopping.set()
+
+    def _refuse_if_stopping(self, disk, command):
+        """Once the agent stops, no lvextend or refresh (a device suspend and resume) starts: it could
+        outlive the agent's wait for it and be killed halfway. lvextend's check is in its fence, after
+        the waits for the VG lock and the host's lvm lock, which may end well after the stop began."""
+        if self._stopping.is_set():
+            raise ExtendFailed("%s: %s not run: the agent is stopping" % (disk.key, command), "other")
 
     def _verify(self, disk, size):
         """The size the kernel now gives the LV's device (active here), else lvm's report."""

@@ -147,9 +147,10 @@ class FakeStorage(object):
 class FakeAgent(object):
     start_error = None
 
-    def __init__(self, config, storage, host=None, metrics=None, notifier=None, log=None):
+    def __init__(self, config, storage, host=None, metrics=None, notifier=None, log=None, stop_timeout=None):
         self.storage = storage
         self.metrics = metrics
+        self.stop_timeout = stop_timeout
         self.closed = False
         self.ran = False
         FakeAgent.last = self
@@ -210,6 +211,8 @@ def test_lvm_commands_are_bounded_within_the_watchdog_budget(tmp_path, fakes, mo
     assert FakeStorage.last.runner.timeout == expected
     # the wait for the host's lvm lock (a module's command may hold it) has the same bound, not 300 s
     assert FakeStorage.last.runner.host_lock_timeout == expected
+    # on stop a running extend gets both (the unit's TimeoutStopSec covers them)
+    assert FakeAgent.last.stop_timeout == 2 * expected
 
 
 def test_libvirt_down_exits_1(tmp_path, capsys, fakes):

@@ -165,6 +165,7 @@ def test_storage_interface_defaults():
     assert base.cluster_up is True
     assert base.published(disk(), GIB, 0.1) is None
     assert base.after_sweep([]) is None
+    base.stopping()
     base.close()
 
 
@@ -365,6 +366,57 @@ def test_lock_lost_before_lvextend(local_locks):
         storage(runner).extend(disk(), 3 * GIB, {})
     assert info.value.reason == "lock"
     assert not made[0].held and runner.fence is None
+
+
+def test_no_lvextend_starts_once_the_agent_stops(local_locks):
+    """The stop comes while an extend waits for the VG lock: it may get the lock (and the host's lvm
+    lock) after the agent's wait for it ended, so its lvextend is refused right before it would run
+    (it could be killed between device suspend and resume). The next start extends it again."""
+    import threading
+
+    lock_dir, made = local_locks
+    runner = FakeRunner()
+    runner.add("d1", 2 * GIB)
+    store = storage(runner, lock={"lock_timeout": 5})
+    holder = FileLock(os.path.join(lock_dir, "vg-vg0.lock"), 1)
+    holder.acquire()  # a module's write path holds the VG
+    outcome = []
+
+    def extend():
+        try:
+            store.extend(disk(), 3 * GIB, {})
+        except ExtendFailed as exc:
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=extend)
+    waiting.start()
+    time.sleep(0.1)
+    store.stopping()
+    holder.release()
+    waiting.join(5)
+    assert [str(exc) for exc in outcome] == ["vg0/d1: lvextend not run: the agent is stopping"]
+    assert runner.vgs["vg0"]["d1"][0] == 2 * GIB
+    assert not made[0].held and runner.fence is None
+
+
+def test_the_refresh_after_an_lvextend_does_not_start_once_the_agent_stops(local_locks, tmp_path):
+    """The stop comes while lvextend runs (the agent waits for it); the lvchange --refresh that would
+    follow (another host grew the LV first) is a device suspend too: not started."""
+    class StopDuringLvextend(FakeRunner):
+        def extend_lv(self, vg, name, size):
+            self.fence()  # passes: the stop has not come yet
+            store.stopping()  # systemctl stop, while lvextend runs
+            raise lvextend_error("New size given (768 extents) not larger than existing size (768 extents)")
+
+    runner = StopDuringLvextend()
+    runner.add("d1", 3 * GIB, attr="-wi-a-----")  # the other end of a migration grew it first
+    device = tmp_path / "dev-d1"
+    device.write_bytes(b"")
+    os.truncate(str(device), 2 * GIB)
+    store = storage(runner)
+    with pytest.raises(ExtendFailed, match="lvchange --refresh not run: the agent is stopping"):
+        store.extend(disk(paths=[str(device)]), 3 * GIB, {})
+    assert ("refresh", "vg0", "d1") not in runner.calls
 
 
 def lvextend_error(stderr="Insufficient free space: 256 extents needed, but only 10 available"):

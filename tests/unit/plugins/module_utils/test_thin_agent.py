@@ -267,6 +267,7 @@ class FakeStorage(Storage):
         self.after_sweep_calls = 0
         self.refreshed = []
         self.read_error = None
+        self.stopped = False
         self.closed = False
         self.claims = {}
         self.reclaims = []  # (uuid, domain name, paths)
@@ -309,6 +310,9 @@ class FakeStorage(Storage):
     def after_sweep(self, disks):
         self.after_sweep_calls += 1
         return list(self.refreshed)
+
+    def stopping(self):
+        self.stopped = True
 
     def close(self):
         self.closed = True
@@ -1218,7 +1222,7 @@ def test_after_sweep_called_and_storage_closed():
     setup, dom, key = one_disk()
     assert setup.storage.after_sweep_calls == 1
     setup.agent.close()
-    assert setup.storage.closed
+    assert setup.storage.stopped and setup.storage.closed
     assert setup.agent.conn is None
 
 
@@ -1477,4 +1481,79 @@ def test_a_reclaim_waiting_for_its_vg_lock_holds_up_no_event():
     finally:
         gate.set()
     assert drain_until(setup, lambda: not setup.agent.reclaiming)
+    setup.agent.close()
+
+
+def test_close_waits_for_the_running_extend_and_drops_the_queued_one():
+    """systemctl stop: the agent exits only after the extend that runs (its lvextend may be between
+    device suspend and resume, and systemd kills what is left once the agent is gone). The extend
+    queued behind it never starts: the next start derives it again from fresh statistics."""
+    setup = Setup(vg_workers=True)
+    setup.storage = setup.agent.storage = GatedStorage()
+    key1 = setup.storage.add("d1", 2 * GIB)
+    setup.storage.add("d2", 2 * GIB)
+    dom = setup.hv.add(UUID1, "web01")
+    dom.add_disk("vdb", "/dev/vg0/d1")
+    dom.add_disk("vdc", "/dev/vg0/d2")
+    setup.agent.sweep()
+    gate = setup.storage.gates["vg0"] = threading.Event()
+    write_past_threshold(dom, "vdb")
+    write_past_threshold(dom, "vdc")
+    setup.agent.sweep()  # d1's extend runs (held at the gate), d2's waits behind it on vg0's worker
+    assert wait_until(lambda: len(setup.storage.threads) == 1)
+    setup.agent.stop_timeout = 10.0
+    stopped_while_running = []
+
+    def lvextend_done():
+        stopped_while_running.append(setup.storage.stopped)
+        gate.set()
+
+    releasing = threading.Timer(0.5, lvextend_done)  # the lvextend takes 0.5 s
+    releasing.start()
+    began = time.monotonic()
+    setup.agent.close()
+    took = time.monotonic() - began
+    releasing.join()
+    assert stopped_while_running == [True]  # told first: no lvm write starts any more (LvmStorage refuses it)
+    assert [e[0] for e in setup.storage.extends] == [key1] and 0.3 < took < 5
+    time.sleep(0.1)
+    assert len(setup.storage.threads) == 1  # d2's extend never started
+
+
+class GrowingDeviceStorage(GatedStorage):
+    """GatedStorage whose device here shows ``device_size`` (the kernel's view) while lvextend runs."""
+
+    def __init__(self):
+        super(GrowingDeviceStorage, self).__init__()
+        self.device_size = None
+
+    def kernel_size(self, disk):
+        return self.device_size
+
+
+@pytest.mark.parametrize("grown", [True, False])
+def test_a_guest_paused_on_enospc_is_resumed_once_its_device_has_grown_not_when_lvextend_returns(grown):
+    """lvm commits the new metadata and then resumes the device with the new size; lvextend's tail
+    (backup file, udev) took 2-4 s in the test bed. The guest waits for the device, not for that tail;
+    while the device has not grown, it stays paused until the extend is done."""
+    setup = Setup(vg_workers=True)
+    setup.storage = setup.agent.storage = GrowingDeviceStorage()
+    setup.storage.add("d1", 2 * GIB)
+    dom = setup.hv.add(UUID1, "web01")
+    dom.add_disk("vdb", "/dev/vg0/d1")
+    setup.agent.sweep()
+    gate = setup.storage.gates["vg0"] = threading.Event()
+    try:
+        pause_for_enospc(dom)
+        setup.conn.fire_io_error(dom, "vdb")
+        setup.drain()  # the extend runs on vg0's worker, held at the gate (lvextend's tail)
+        assert wait_until(lambda: len(setup.storage.threads) == 1)
+        setup.storage.device_size = 3 * GIB if grown else 2 * GIB
+        resumed = drain_until(setup, lambda: dom.names_called("resume"), timeout=0.5)
+        assert bool(resumed) is grown and (dom.state == RUNNING) is grown
+    finally:
+        gate.set()
+    watch = setup.agent.watches[(UUID1, "vdb")]
+    assert drain_until(setup, lambda: not watch.extending and dom.state == RUNNING)
+    assert len(dom.names_called("resume")) == 1 and not setup.agent.paused and watch.kernel_size is None
     setup.agent.close()
