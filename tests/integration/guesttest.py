@@ -375,8 +375,7 @@ class GuestImage(object):
     def ensure(self):
         """Find the cached kernel, busybox and modules or fetch them, then the initramfs; return self."""
         began = time.monotonic()
-        if not os.path.isdir(self.cache_dir):
-            os.makedirs(self.cache_dir)
+        os.makedirs(self.cache_dir, exist_ok=True)  # pytest-xdist workers or two runs may get here at once
         with open(os.path.join(self.cache_dir, "lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once: one builds, the other waits
             try:
@@ -495,9 +494,10 @@ class GuestImage(object):
 
 # ------------------------------------------------------------------------------------- domain
 def guest_domain_xml(name, kernel, initrd, console_log, command_socket, disks=(), cmdline=CMDLINE,
-                     memory_mib=MEMORY_MIB):
+                     memory_mib=MEMORY_MIB, domain_type="qemu"):
+    """``domain_type`` qemu (TCG: this machine's /dev/kvm cannot run the guest) or kvm (in a test-bed VM)."""
     return (
-        "<domain type='qemu'>\n"
+        "<domain type='{domain_type}'>\n"
         "  <name>{name}</name>\n"
         "  <memory unit='MiB'>{memory}</memory>\n"
         "  <vcpu>1</vcpu>\n"
@@ -520,8 +520,8 @@ def guest_domain_xml(name, kernel, initrd, console_log, command_socket, disks=()
         "{disks}"
         "  </devices>\n"
         "</domain>\n"
-    ).format(name=name, memory=memory_mib, kernel=kernel, initrd=initrd, cmdline=cmdline, console=console_log,
-             socket=command_socket, disks="".join("    %s\n" % disk.strip() for disk in disks))
+    ).format(domain_type=domain_type, name=name, memory=memory_mib, kernel=kernel, initrd=initrd, cmdline=cmdline,
+             console=console_log, socket=command_socket, disks="".join("    %s\n" % disk.strip() for disk in disks))
 
 
 class GuestError(AssertionError):
