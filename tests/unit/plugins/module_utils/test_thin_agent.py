@@ -1557,3 +1557,30 @@ def test_a_guest_paused_on_enospc_is_resumed_once_its_device_has_grown_not_when_
     assert drain_until(setup, lambda: not watch.extending and dom.state == RUNNING)
     assert len(dom.names_called("resume")) == 1 and not setup.agent.paused and watch.kernel_size is None
     setup.agent.close()
+
+
+def test_a_guest_that_pauses_while_its_extend_already_runs_is_resumed_once_the_device_has_grown():
+    """The extend began at the threshold; the guest outran it and paused before lvextend returned."""
+    setup = Setup(vg_workers=True)
+    setup.storage = setup.agent.storage = GrowingDeviceStorage()
+    setup.storage.add("d1", 2 * GIB)
+    dom = setup.hv.add(UUID1, "web01")
+    dom.add_disk("vdb", "/dev/vg0/d1")
+    setup.agent.sweep()
+    gate = setup.storage.gates["vg0"] = threading.Event()
+    try:
+        write_past_threshold(dom)
+        setup.agent.sweep()  # the extend runs on vg0's worker, held at the gate
+        assert wait_until(lambda: len(setup.storage.threads) == 1)
+        pause_for_enospc(dom)
+        setup.conn.fire_io_error(dom, "vdb")
+        setup.drain()
+        assert not drain_until(setup, lambda: dom.names_called("resume"), timeout=0.2)  # no room yet
+        setup.storage.device_size = 3 * GIB
+        assert drain_until(setup, lambda: dom.names_called("resume"), timeout=1.0) and dom.state == RUNNING
+    finally:
+        gate.set()
+    watch = setup.agent.watches[(UUID1, "vdb")]
+    assert drain_until(setup, lambda: not watch.extending)
+    assert len(dom.names_called("resume")) == 1 and len(setup.storage.extends) == 1
+    setup.agent.close()
