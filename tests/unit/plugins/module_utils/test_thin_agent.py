@@ -1531,11 +1531,9 @@ class GrowingDeviceStorage(GatedStorage):
         return self.device_size
 
 
-@pytest.mark.parametrize("grown", [True, False])
-def test_a_guest_paused_on_enospc_is_resumed_once_its_device_has_grown_not_when_lvextend_returns(grown):
-    """lvm commits the new metadata and then resumes the device with the new size; lvextend's tail
-    (backup file, udev) took 2-4 s in the test bed. The guest waits for the device, not for that tail;
-    while the device has not grown, it stays paused until the extend is done."""
+def gated_growing_disk():
+    """web01 with the 2 GiB thin disk vg0/d1 as vdb on a GrowingDeviceStorage, swept once; its
+    extends wait at the returned gate."""
     setup = Setup(vg_workers=True)
     setup.storage = setup.agent.storage = GrowingDeviceStorage()
     setup.storage.add("d1", 2 * GIB)
@@ -1543,6 +1541,15 @@ def test_a_guest_paused_on_enospc_is_resumed_once_its_device_has_grown_not_when_
     dom.add_disk("vdb", "/dev/vg0/d1")
     setup.agent.sweep()
     gate = setup.storage.gates["vg0"] = threading.Event()
+    return setup, dom, gate
+
+
+@pytest.mark.parametrize("grown", [True, False])
+def test_a_guest_paused_on_enospc_is_resumed_once_its_device_has_grown_not_when_lvextend_returns(grown):
+    """lvm commits the new metadata and then resumes the device with the new size; lvextend's tail
+    (backup file, udev) took 2-4 s in the test bed. The guest waits for the device, not for that tail;
+    while the device has not grown, it stays paused until the extend is done."""
+    setup, dom, gate = gated_growing_disk()
     try:
         pause_for_enospc(dom)
         setup.conn.fire_io_error(dom, "vdb")
@@ -1561,13 +1568,7 @@ def test_a_guest_paused_on_enospc_is_resumed_once_its_device_has_grown_not_when_
 
 def test_a_guest_that_pauses_while_its_extend_already_runs_is_resumed_once_the_device_has_grown():
     """The extend began at the threshold; the guest outran it and paused before lvextend returned."""
-    setup = Setup(vg_workers=True)
-    setup.storage = setup.agent.storage = GrowingDeviceStorage()
-    setup.storage.add("d1", 2 * GIB)
-    dom = setup.hv.add(UUID1, "web01")
-    dom.add_disk("vdb", "/dev/vg0/d1")
-    setup.agent.sweep()
-    gate = setup.storage.gates["vg0"] = threading.Event()
+    setup, dom, gate = gated_growing_disk()
     try:
         write_past_threshold(dom)
         setup.agent.sweep()  # the extend runs on vg0's worker, held at the gate
