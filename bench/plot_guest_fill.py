@@ -4,7 +4,8 @@
 Input: the records verify_guest.yml keeps (build/logs/guest-fill-RUN.json, written by
 extensions/molecule/default/files/guest_fill.py on host 1). Output: one PNG per run next to them
 (guest-fill-RUN.png), and a line of figures per run on stdout: pauses, the longest, resume after
-space, write rate, and the LV's lead over the guest (LV size - allocation) at its smallest.
+space, write rate, and the LV's lead over the guest (LV size - allocation) at its smallest while
+the LV was below its final size.
 
     make molecule-part PART=guest            # the runs (test bed up)
     .venv/bin/pip install matplotlib         # once; not a test requirement
@@ -25,7 +26,7 @@ def figures(record):
     lead = []
     for t, used in allocation:
         size = max([s for ts, s in sizes if ts <= t] or [0])
-        lead.append((t, (size - used) / MIB))
+        lead.append((t, (size - used) / MIB, size < record["lv_bytes"]))
     pauses = record["pauses"]
     return {
         "run": os.path.basename(record.get("_path", "?")),
@@ -34,7 +35,8 @@ def figures(record):
         "resume_after_space_s": max([p["resumed_after_space"] or 0 for p in pauses] or [0]),
         "write_mib_per_s": record["write_mib_per_s"],
         "write_seconds": record["write_seconds"],
-        "min_lead_mib": round(min([value for _t, value in lead] or [0]), 1),
+        # the margin while the LV could still grow (at the cap, the lead is only the cap's 10 %)
+        "min_lead_mib": min([round(value, 1) for _t, value, growing in lead if growing] or [None]),
         "lv_mib": round((record["lv_bytes"] or 0) / MIB, 1),
         "lead": lead,
         "allocation": allocation,
@@ -56,13 +58,14 @@ def plot(record, facts, out):
         top.axvspan(pause["at"], pause["at"] + (pause["seconds"] or 0.2), color="red", alpha=0.3)
     top.set_ylabel("MiB")
     top.legend(loc="upper left")
-    top.set_title("%s: %d pauses, %.0f MiB/s, smallest lead %.0f MiB"
+    top.set_title("%s: %d pauses, %.0f MiB/s, smallest lead %s MiB"
                   % (facts["run"], facts["pauses"], facts["write_mib_per_s"] or 0, facts["min_lead_mib"]))
     points = facts["allocation"]
     rate = [(points[i][0], (points[i][1] - points[i - 1][1]) / MIB / max(points[i][0] - points[i - 1][0], 1e-3))
             for i in range(1, len(points))]
     bottom.plot([t for t, _r in rate], [r for _t, r in rate], label="write rate (MiB/s)")
-    bottom.plot([t for t, _v in facts["lead"]], [v for _t, v in facts["lead"]], label="LV lead over the guest (MiB)")
+    bottom.plot([point[0] for point in facts["lead"]], [point[1] for point in facts["lead"]],
+                label="LV lead over the guest (MiB)")
     for pause in record["pauses"]:
         bottom.axvspan(pause["at"], pause["at"] + (pause["seconds"] or 0.2), color="red", alpha=0.3)
     bottom.axvline(samples["t_start"], color="grey", linestyle=":")
