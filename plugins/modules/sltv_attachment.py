@@ -193,12 +193,29 @@ actions:
   type: list
   elements: str
   sample: [claim, activate, attach_live, attach_config]
-commands:
-  description: The lvm2 commands that ran, as argv lists.
+command_count:
+  description:
+    - How many lvm2 commands ran (the reads included).
+    - The commands themselves are in RV(commands), returned only with C(-v).
   returned: always
+  type: int
+  sample: 3
+commands:
+  description:
+    - The lvm2 commands that ran, as argv lists.
+    - Only with C(-v) (verbosity 1 or more), on success and on failure; without it the result has
+      RV(command_count) and, on failure, RV(last_command).
+  returned: with -v (verbosity >= 1)
   type: list
   elements: list
   sample: [[lvm, fullreport, --reportformat, json, vg_san]]
+last_command:
+  description:
+    - On a failure without C(-v), the last lvm2 command that ran, as one shell-quoted line.
+    - Left out when no command had run. With C(-v) the failure has the full RV(commands) instead.
+  returned: on failure without -v, when a command had run
+  type: str
+  sample: lvm fullreport --reportformat json vg_san
 lock_wait:
   description: Seconds spent waiting for the VG lock.
   returned: always

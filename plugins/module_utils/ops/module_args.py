@@ -10,6 +10,7 @@ __metaclass__ = type
 import math
 import os
 import re
+import shlex
 import socket
 import traceback
 
@@ -107,30 +108,46 @@ def run_or_fail(module, where, runner, action, result=None):
     try:
         return action()
     except SltvError as exc:
-        module.fail_json(**_failure(where, str(exc), runner, result))
+        module.fail_json(**_failure(module, where, str(exc), runner, result))
     except Exception as exc:  # pylint: disable=broad-except  # any surprise must still fail cleanly
         module.fail_json(exception=traceback.format_exc(),
-                         **_failure(where, "unexpected error: %s" % exc, runner, result))
+                         **_failure(module, where, "unexpected error: %s" % exc, runner, result))
 
 
 _NOTHING_CHANGED = re.compile(r"\s*[.;]?\s*nothing was changed\.?", re.IGNORECASE)
 
 
-def _failure(where, message, runner, result):
+def _failure(module, where, message, runner, result):
     done = list(result.done) if result is not None else []
     if done:
         # A lock or lvm error says "nothing was changed" of its own step; the run did change things.
         message = "%s. %s" % (_NOTHING_CHANGED.sub("", message).rstrip(". "), result.partial())
-    return dict(msg="%s: %s" % (where, message), commands=runner.commands, changed=bool(done), done=done)
+    return dict(msg="%s: %s" % (where, message), changed=bool(done), done=done,
+                **command_output(module, runner.commands, failed=True))
+
+
+def command_output(module, commands, failed=False):
+    """What a result says of the commands that ran (``commands`` of the runner, argv lists).
+
+    Always ``command_count`` (how many ran). At verbosity >= 1 (``-v``) also ``commands``, the full
+    list; at verbosity 0 a failure gives ``last_command`` instead (the last command that ran, one
+    shell-quoted string, left out when none ran): the list is most of a default run's output."""
+    output = dict(command_count=len(commands))
+    if module._verbosity >= 1:
+        output["commands"] = [list(argv) for argv in commands]
+    elif failed and commands:
+        output["last_command"] = " ".join(shlex.quote(str(arg)) for arg in commands[-1])
+    return output
 
 
 def exit_with(module, result, runner, header, diff=None, **output):
     """Warnings, then exit_json with what every module returns (``changed``, ``actions``,
-    ``commands``, ``lock_wait``), ``output``, and in diff mode ``diff`` = (before, after)."""
+    ``command_count``, at -v ``commands``, ``lock_wait``), ``output``, and in diff mode ``diff`` =
+    (before, after)."""
     for warning in result.warnings:
         module.warn(warning)
-    output.update(changed=result.changed, actions=result.actions, commands=runner.commands,
-                  lock_wait=round(result.lock_wait, 6))
+    output.update(changed=result.changed, actions=result.actions, lock_wait=round(result.lock_wait, 6),
+                  **command_output(module, runner.commands))
     if module._diff and diff is not None:
         output["diff"] = dict(before=diff[0], after=diff[1], before_header=header, after_header=header)
     module.exit_json(**output)
