@@ -107,7 +107,9 @@ integration:
 	@[ "$$(id -u)" -eq 0 ] || { echo 'ERROR: make integration must run as root (loop devices, LVM, etcd)' >&2; exit 1; }
 	@$(APT) $(APT_INTEGRATION)
 	@scripts/bootstrap.sh venv
-	@$(STAGE) integration scripts/pytest_stage.sh tests/integration $(PYTEST_ARGS)
+	@# SLTV_INTEGRATION_WORKERS: pytest-xdist workers (README "Tests"); 0 or 1: serial
+	@workers='$(SLTV_INTEGRATION_WORKERS)'; PYTEST_WORKERS="$${workers:-2}" \
+		$(STAGE) integration scripts/pytest_stage.sh tests/integration $(PYTEST_ARGS)
 
 build: venv
 	@$(STAGE) build scripts/build_check.sh

@@ -8,6 +8,10 @@
 # PYTEST_TIMEOUT (pytest-timeout's default per-test limit, seconds) is set to 600 unless given;
 # a timeout in pytest.ini or a test's own mark still wins.
 #
+# PYTEST_WORKERS (the integration target sets it from SLTV_INTEGRATION_WORKERS): N > 1 runs the
+# tests in N pytest-xdist worker processes, --dist loadgroup (the tests of one xdist_group run on
+# one worker); empty, 0 or 1: in this process, one after the other. The JUnit XML is the same.
+#
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 set -euo pipefail
 
@@ -23,9 +27,16 @@ cd "$REPO_ROOT"
 [ -d "$dir" ] || die "${dir} does not exist: this stage has no tests to run"
 
 export PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-600}"
+workers="${PYTEST_WORKERS:-}"
+xdist=()
+case "$workers" in
+    '' | 0 | 1) ;;
+    *[!0-9]*) die "PYTEST_WORKERS must be a number of worker processes (0 or 1: none), not '${workers}'" ;;
+    *) xdist=(-n "$workers" --dist loadgroup) ;;
+esac
 rc=0
 mkdir -p "${LOG_DIR}"
-python -m pytest -p no:cacheprovider --junitxml="${LOG_DIR}/junit-$(basename "$dir").xml" "$dir" "$@" || rc=$?
+python -m pytest -p no:cacheprovider --junitxml="${LOG_DIR}/junit-$(basename "$dir").xml" "${xdist[@]}" "$dir" "$@" || rc=$?
 case "$rc" in
     0) ;;
     5) die "pytest collected no tests in ${dir} (exit 5); this stage must run tests" ;;

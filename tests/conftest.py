@@ -17,10 +17,12 @@ def link_collection():
     """build/collections/ansible_collections/sltv/core -> the repository root."""
     namespace_dir = os.path.join(COLLECTIONS_DIR, "ansible_collections", "sltv")
     link = os.path.join(namespace_dir, "core")
-    if not os.path.isdir(namespace_dir):
-        os.makedirs(namespace_dir)
+    os.makedirs(namespace_dir, exist_ok=True)  # pytest-xdist workers may get here at once
     if not os.path.lexists(link):
-        os.symlink(REPO_ROOT, link)
+        try:
+            os.symlink(REPO_ROOT, link)
+        except FileExistsError:
+            pass
     if COLLECTIONS_DIR not in sys.path:
         sys.path.insert(0, COLLECTIONS_DIR)
 

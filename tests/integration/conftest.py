@@ -32,20 +32,94 @@ REAL libvirtd + QEMU (``libvirttest.py``; root):
 
 Without libvirtd, virtlogd, virsh, QEMU or the libvirt module the libvirt tests are skipped,
 unless CI is set.
+
+Under pytest-xdist (``make integration`` runs ``-n SLTV_INTEGRATION_WORKERS --dist loadgroup``)
+every worker has its own session fixtures: its own etcd servers (ports of its own range,
+``etcdtest.free_port``), data dirs and loop files under its own ``tmp_path``; VG and domain names
+are random. What the workers share is guarded here: one libvirtd for all (started under a lock,
+stopped only by the last worker, ``libvirttest.LibvirtDaemon.register_user``); every test that
+uses libvirtd (and every module run that opens libvirt) holds the libvirtd lock shared and a test
+marked ``libvirtd_restart`` holds it exclusive (it runs while nothing else uses libvirtd); a domain
+is undefined while no module looks at all the domains (``libvirttest.domain_removal``); the test
+files of one ``TEST_GROUPS`` group run on one worker, one after the other, under a host lock.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import os
+import time
 import uuid
 
 import pytest
 
+try:
+    from xdist.scheduler import LoadGroupScheduling
+except ImportError:  # serial runs need no pytest-xdist
+    LoadGroupScheduling = None
+
 import libvirttest
 from etcdtest import ETCD_BIN, ETCDCTL_BIN, OPENSSL_BIN, EtcdServer, TlsMaterial, require_binary
 from lvmtest import LoopVG
+
+
+# Test files whose tests run on one pytest-xdist worker, one after the other, under a host lock.
+# "guests": their guests pause for ENOSPC, with an agent (test_thin_agent_guest) or without one
+# (test_guest_harness), and an agent counts the ENOSPC pauses of every domain of the host (it
+# resumes only its own): beside another file's pause, "resumes >= pauses" fails. One TCG guest at
+# a time also leaves a core to the other workers.
+TEST_GROUPS = {
+    "test_guest_harness.py": "guests",
+    "test_thin_agent_guest.py": "guests",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "libvirtd_restart: restarts the host's libvirtd; runs while nothing else "
+                                       "uses libvirtd, on any pytest-xdist worker (libvirttest.restart_guard)")
+
+
+if LoadGroupScheduling is not None:
+    class GroupScheduling(LoadGroupScheduling):
+        """--dist loadgroup, with TEST_GROUPS as groups too: pytest-xdist 3.8 groups by a suffix it
+        writes into the node id, which pytest 9.2's structured node ids ignore (pytest-xdist issue
+        #1386), so that its xdist_group mark groups nothing here. The largest work unit (a group)
+        is handed out first (--loadscope-reorder, the default)."""
+
+        def _split_scope(self, nodeid):
+            scope = super(GroupScheduling, self)._split_scope(nodeid)
+            if scope != nodeid:
+                return scope  # an xdist_group mark, where pytest-xdist's suffix works
+            return TEST_GROUPS.get(os.path.basename(nodeid.split("::", 1)[0]), nodeid)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(config, log):
+        if config.getvalue("dist") == "loadgroup":
+            return GroupScheduling(config, log)
+        return None
+
+
+@pytest.fixture(autouse=True)
+def host_guards(request):
+    """The host lock of the test's TEST_GROUPS group, then the libvirtd lock (libvirttest.restart_guard):
+    exclusive for a ``libvirtd_restart`` test, shared for one that uses the ``libvirtd`` fixture (the
+    modules that open libvirt take it themselves, lvmtest.run_module), none for the others: they go
+    on while libvirtd restarts. Waits longer than 0.5 s are recorded as properties in the JUnit XML."""
+    group = TEST_GROUPS.get(request.node.path.name)
+    exclusive = request.node.get_closest_marker("libvirtd_restart") is not None
+    began = time.monotonic()
+    with libvirttest.host_lock(group) if group else contextlib.nullcontext():
+        if group and time.monotonic() - began > 0.5:
+            request.node.user_properties.append(("group_lock_wait", "%.1f" % (time.monotonic() - began)))
+        if not exclusive and "libvirtd" not in request.fixturenames:
+            yield
+            return
+        with libvirttest.restart_guard(exclusive) as waited:
+            if waited > 0.5:
+                request.node.user_properties.append(("libvirtd_guard_wait", "%.1f" % waited))
+            yield
 
 
 @pytest.fixture
@@ -109,12 +183,11 @@ def etcd_auth_server(etcd_factory):
 def libvirtd():
     """A libvirtd answering on qemu:///system; left running (SLTV_STOP_LIBVIRTD=1 stops ours)."""
     libvirttest.require_libvirt()
-    daemon = libvirttest.LibvirtDaemon().ensure_running()
+    daemon = libvirttest.LibvirtDaemon().register_user()  # pytest-xdist workers: one starts it
     try:
         yield daemon
     finally:
-        if os.environ.get("SLTV_STOP_LIBVIRTD"):
-            daemon.stop()
+        daemon.unregister_user(stop=bool(os.environ.get("SLTV_STOP_LIBVIRTD")))  # the last one stops it
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ __metaclass__ = type
 
 import atexit
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,13 +40,54 @@ def require_binary(path, what):
     pytest.skip(message)
 
 
-def free_port():
+# free_port() hands out ports of this process's own range, above the kernel's ephemeral range
+# (32768-60999 by default, where bind(0) and every outgoing connection take theirs): a pytest-xdist
+# worker gwN uses PORT_BASE + N * PORT_SPAN .. + PORT_SPAN - 1, so that two workers never pick the
+# same port between the probe below and etcd's own bind; a serial run uses the first range.
+PORT_BASE = int(os.environ.get("SLTV_TEST_PORT_BASE") or 61000)
+PORT_SPAN = 400
+PORT_RANGES = (65536 - PORT_BASE) // PORT_SPAN
+
+
+def port_range():
+    """(first, last + 1) of the ports of this process: by its pytest-xdist worker number (gwN)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    number = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    first = PORT_BASE + (number % PORT_RANGES) * PORT_SPAN
+    return first, first + PORT_SPAN
+
+
+def _bindable(port):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def free_port():
+    """A port nobody listens on, from this process's range; each call the next one (a port just
+    closed is not handed out again soon). The range starts at a random offset: two runs at once."""
+    first, end = port_range()
+    if free_port.next is None:
+        free_port.next = first + random.randrange(PORT_SPAN)
+    for _attempt in range(PORT_SPAN):
+        port = free_port.next
+        free_port.next = port + 1 if port + 1 < end else first
+        if _bindable(port):
+            return port
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # the whole range busy: any free port
     try:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
     finally:
         sock.close()
+
+
+free_port.next = None
 
 
 def run(argv, **kwargs):

@@ -30,13 +30,33 @@ Traps met on this machine (Debian 12, libvirt 9.0, QEMU 7.2):
   returns success although the disk is still there; ``detachDeviceAlias()`` returns at once.
 * Killing libvirtd closes every open connection; ``LibvirtSession.connection()`` reopens one.
 * Without an init that reaps, a killed daemon may linger as a zombie: a zombie counts as dead.
+
+One libvirtd serves every test process of the host (pytest-xdist workers, or two runs at once);
+host-wide flocks in ``LOCK_DIR`` (/run/lock) keep them out of each other's way:
+
+* ``ensure_running()``, ``restart()``, ``register_user()`` and ``unregister_user()`` hold
+  ``DAEMON_LOCK``: two workers never start libvirtd twice, nor start it while a test restarts it;
+  the users are counted, and only the last one out stops what a test session started
+  (``SLTV_STOP_LIBVIRTD=1``).
+* ``restart_guard(exclusive)``, a readers-writer lock (``rw_lock``): held shared by every test that
+  uses libvirtd (conftest) and by every run of a module that opens libvirt (lvmtest.run_module);
+  exclusive by a test that restarts libvirtd, which so runs while nothing else uses it on any
+  worker (a restart closes every connection and makes libvirtd refuse calls for a while).
+* ``domain_scan()`` (shared) around every look at all the domains of the host (the modules
+  sltv_attachment, sltv_info and sltv_extend, ``Hypervisor.users_of``: a domain undefined in the
+  middle of their scan fails them with "Domain not found"), ``domain_removal()`` (exclusive) around
+  every undefine (``remove_domain``).
+* ``host_lock(name)``: an exclusive lock (conftest's TEST_GROUPS).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
+import fcntl
 import grp
+import json
 import os
 import pwd
 import shutil
@@ -71,6 +91,11 @@ QEMU_CONF_TEXT = (
     'user = "root"\n'
     'group = "root"\n'
 )
+# host-wide locks (tmpfs: gone at boot); see the module docstring
+LOCK_DIR = os.environ.get("SLTV_TEST_LOCK_DIR") or "/run/lock"
+DAEMON_LOCK = os.path.join(LOCK_DIR, "sltv-test-libvirtd.lock")
+DAEMON_USERS = os.path.join(LOCK_DIR, "sltv-test-libvirtd.users")
+REMOVAL_WAIT = 120.0  # longest wait of a domain removal for the scans of others (then it goes ahead)
 INSTALL_HINT = "Debian: apt-get install libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86"
 
 
@@ -129,6 +154,107 @@ def pid_of(pidfile, name):
     return pid if pid_alive(pid) else None
 
 
+def _lock_fd(path):
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+@contextlib.contextmanager
+def flocked(path):
+    """Hold flock(path) exclusive for the with block."""
+    fd = _lock_fd(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def host_lock(name):
+    """Hold the host-wide lock LOCK_DIR/sltv-test-group-NAME.lock (none when LOCK_DIR is not writable)."""
+    try:
+        fd = _lock_fd(os.path.join(LOCK_DIR, "sltv-test-group-%s.lock" % name))
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _flock_within(fd, operation, deadline):
+    """flock, giving up at deadline (None: wait for ever); True when taken."""
+    if deadline is None:
+        fcntl.flock(fd, operation)
+        return True
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except (IOError, OSError):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+
+_SHARED_HELD = {}  # rw_lock name -> shared holds of this process
+
+
+@contextlib.contextmanager
+def rw_lock(name, exclusive=False, timeout=None):
+    """A host-wide readers-writer lock (LOCK_DIR/sltv-test-rw-NAME.lock and its .gate): yields the
+    seconds spent waiting. While a writer waits, new readers wait too (the gate: no writer starves);
+    a process that already reads reads again at once (no deadlock behind a waiting writer). A writer
+    with a timeout goes ahead without the lock after it (a reader of its own process that failed
+    half-way must not hang the run). Without a writable LOCK_DIR, no lock."""
+    began = time.monotonic()
+    try:
+        gate = _lock_fd(os.path.join(LOCK_DIR, "sltv-test-rw-%s.gate" % name))
+        use = _lock_fd(os.path.join(LOCK_DIR, "sltv-test-rw-%s.lock" % name))
+    except OSError:
+        yield 0.0
+        return
+    try:
+        if exclusive:
+            deadline = None if timeout is None else began + timeout
+            if _flock_within(gate, fcntl.LOCK_EX, deadline):  # from now on new readers wait...
+                _flock_within(use, fcntl.LOCK_EX, deadline)   # ...and the readers of now end
+            yield time.monotonic() - began
+        else:
+            if not _SHARED_HELD.get(name):
+                fcntl.flock(gate, fcntl.LOCK_SH)  # no writer waiting
+            fcntl.flock(use, fcntl.LOCK_SH)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+            _SHARED_HELD[name] = _SHARED_HELD.get(name, 0) + 1
+            try:
+                yield time.monotonic() - began
+            finally:
+                _SHARED_HELD[name] -= 1
+    finally:
+        os.close(use)
+        os.close(gate)
+
+
+def restart_guard(exclusive=False):
+    """Shared: a test that may use libvirtd; exclusive: one that restarts it (every connection of
+    every process closes, and libvirtd refuses calls for a while). Yields the seconds waited."""
+    return rw_lock("libvirtd", exclusive)
+
+
+def domain_scan():
+    """Shared: a look at every domain of the host (sltv_attachment, sltv_info and sltv_extend run
+    Hypervisor.disk_users: listAllDomains, then each domain's XML; a domain undefined meanwhile fails
+    the module with "Domain not found"). Hold it around such a call."""
+    return rw_lock("domains")
+
+
+def domain_removal():
+    """Exclusive: a domain undefined (or a transient one destroyed) while no scan runs."""
+    return rw_lock("domains", exclusive=True, timeout=REMOVAL_WAIT)
+
+
 def start_event_loop():
     """Register libvirt's default event loop and run it in a daemon thread (once per process).
 
@@ -183,9 +309,16 @@ class LibvirtDaemon(object):
         return pid_of(self.virtlogd_pidfile, "virtlogd")
 
     def ensure_running(self):
-        """Make qemu:///system answer; return self."""
+        """Make qemu:///system answer; return self. Two processes at once: one starts the daemons."""
         if self.answers():
             return self
+        with flocked(DAEMON_LOCK):
+            if self.answers():  # started (or restarted) by another process meanwhile
+                return self
+            self._start()
+        return self
+
+    def _start(self):
         began = time.monotonic()
         self.prepare_host()
         if self.virtlogd_pid() is None:
@@ -196,7 +329,53 @@ class LibvirtDaemon(object):
             self.started_libvirtd = True
         self.wait_ready(began)
         self.start_seconds = time.monotonic() - began
+
+    # -- the processes that use this libvirtd (pytest-xdist workers, concurrent runs) -------------
+    @staticmethod
+    def _read_users():
+        try:
+            with open(DAEMON_USERS) as handle:
+                state = json.load(handle)
+        except (IOError, OSError, ValueError):
+            state = {}
+        state.setdefault("users", [])
+        state["users"] = [pid for pid in state["users"] if pid_alive(pid)]  # a killed run left its pid
+        state.setdefault("libvirtd", False)
+        state.setdefault("virtlogd", False)
+        return state
+
+    @staticmethod
+    def _write_users(state):
+        tmp = "%s.%d" % (DAEMON_USERS, os.getpid())
+        with open(tmp, "w") as handle:
+            json.dump(state, handle)
+        os.rename(tmp, DAEMON_USERS)
+
+    def register_user(self):
+        """ensure_running(), and count this process as a user; remember what a test session started."""
+        with flocked(DAEMON_LOCK):
+            if not self.answers():
+                self._start()
+            state = self._read_users()
+            state["libvirtd"] = state["libvirtd"] or self.started_libvirtd
+            state["virtlogd"] = state["virtlogd"] or self.started_virtlogd
+            if os.getpid() not in state["users"]:
+                state["users"].append(os.getpid())
+            self._write_users(state)
         return self
+
+    def unregister_user(self, stop=False):
+        """This process is done with libvirtd. The last user out stops, with ``stop``, what a test
+        session started while users overlapped; without, the daemons now belong to the host."""
+        with flocked(DAEMON_LOCK):
+            state = self._read_users()
+            state["users"] = [pid for pid in state["users"] if pid != os.getpid()]
+            if not state["users"]:
+                if stop:
+                    self.started_libvirtd, self.started_virtlogd = state["libvirtd"], state["virtlogd"]
+                    self.stop()
+                state["libvirtd"] = state["virtlogd"] = False
+            self._write_users(state)
 
     def wait_ready(self, began, timeout=START_TIMEOUT):
         while not self.answers():
@@ -279,15 +458,16 @@ class LibvirtDaemon(object):
         running before ensure_running(), it still is not ours to stop() afterwards.
         """
         began = time.monotonic()
-        pid = self.libvirtd_pid()
-        if pid is None:
-            raise RuntimeError("no libvirtd to restart (no live pid in %s)" % self.libvirtd_pidfile)
-        self._kill(pid)
-        if self.virtlogd_pid() is None:
-            run([VIRTLOGD_BIN, "-d"])
-            self.started_virtlogd = True
-        run([LIBVIRTD_BIN, "-d"])
-        self.wait_ready(began)
+        with flocked(DAEMON_LOCK):  # no other process starts libvirtd meanwhile
+            pid = self.libvirtd_pid()
+            if pid is None:
+                raise RuntimeError("no libvirtd to restart (no live pid in %s)" % self.libvirtd_pidfile)
+            self._kill(pid)
+            if self.virtlogd_pid() is None:
+                run([VIRTLOGD_BIN, "-d"])
+                self.started_virtlogd = True
+            run([LIBVIRTD_BIN, "-d"])
+            self.wait_ready(began)
         return time.monotonic() - began
 
 
@@ -370,7 +550,8 @@ def usable_domain_type(conn):
                 else:
                     usable_domain_type.reason = "kvm domain stopped within 1 s"
                 try:
-                    dom.destroy()
+                    with domain_removal():  # a transient domain: gone once destroyed
+                        dom.destroy()
                 except libvirt.libvirtError:
                     pass
         else:
@@ -396,7 +577,10 @@ def define_nos_domain(conn, name, persistent=True, start=True, domain_type=None)
 
 
 def remove_domain(conn, name):
-    """Destroy (if running) and undefine (if persistent) the domain name; False if there is none."""
+    """Destroy (if running) and undefine (if persistent) the domain name; False if there is none.
+
+    What makes it vanish (the undefine, the destroy of a transient domain) runs under
+    ``domain_removal()``: no other process scans all the domains meanwhile."""
     try:
         dom = conn.lookupByName(name)
     except libvirt.libvirtError:
@@ -407,7 +591,8 @@ def remove_domain(conn, name):
             if not dom.isActive():
                 break
             try:
-                dom.destroy()
+                with domain_removal() if not persistent else contextlib.nullcontext():
+                    dom.destroy()
             except libvirt.libvirtError:
                 # Right after a libvirtd restart the domain may read as running, then refuse
                 # destroy as "not running" while libvirtd reconnects to its QEMU: look again.
@@ -415,7 +600,8 @@ def remove_domain(conn, name):
                     raise
                 time.sleep(0.5)
         if persistent:
-            dom.undefine()
+            with domain_removal():
+                dom.undefine()
     except libvirt.libvirtError:
         if domain_exists(conn, name):
             raise

@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,10 +19,17 @@ import uuid
 
 import pytest
 
+import libvirttest
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS_DIR = os.path.join(REPO_ROOT, "build", "collections")
 MODULES_DIR = os.path.join(REPO_ROOT, "plugins", "modules")
 TEST_ENV = {"SLTV_TEST_LVM_NO_ACTIVATION": "1", "LC_ALL": "C", "LVM_SUPPRESS_FD_WARNINGS": "1"}
+# modules that open libvirt and look at every domain of the host (libvirt_domain.Hypervisor.disk_users):
+# they run under libvirttest.restart_guard() and domain_scan(), so that no test of another pytest-xdist
+# worker restarts libvirtd or undefines a domain in the middle of their scan (the module would fail
+# with "Domain not found")
+SCANNING_MODULES = ("sltv_attachment", "sltv_extend", "sltv_info")
 
 
 def lvm(*argv, **kwargs):
@@ -105,27 +113,44 @@ def parse_module_output(stdout, stderr):
         raise AssertionError("module printed no JSON.\nstdout: %s\nstderr: %s" % (stdout, stderr))
 
 
+@contextlib.contextmanager
+def module_guards(module):
+    """For a SCANNING_MODULES run: the libvirtd lock shared, then the domains lock shared (the libvirtd
+    lock first, as conftest's host_guards then a removal take them: no deadlock)."""
+    if module not in SCANNING_MODULES:
+        yield
+        return
+    with libvirttest.restart_guard(), libvirttest.domain_scan():
+        yield
+
+
 def run_module(module, args, check=False, diff=False, env=None, timeout=120):
     argv, path = module_command(module, args, check, diff)
     try:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                              env=module_env(env), timeout=timeout, check=False)
+        with module_guards(module):
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                                  env=module_env(env), timeout=timeout, check=False)
     finally:
         os.remove(path)
     return parse_module_output(proc.stdout, proc.stderr)
 
 
 def start_module(module, args, env=None):
-    """Start a module run in the background; returns (Popen, args path)."""
+    """Start a module run in the background; returns (Popen, args path, what finish_module ends)."""
     argv, path = module_command(module, args)
+    held = contextlib.ExitStack()
+    held.enter_context(module_guards(module))  # until finish_module
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                             env=module_env(env))
-    return proc, path
+    return proc, path, held
 
 
 def finish_module(started, timeout=120):
-    proc, path = started
-    stdout, stderr = proc.communicate(timeout=timeout)
+    proc, path, held = started
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        held.close()
     os.remove(path)
     return parse_module_output(stdout, stderr)
 

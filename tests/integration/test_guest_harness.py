@@ -175,7 +175,7 @@ def test_hotplug_virtio_disk_with_guest_os(busybox_guest, loop_device,  # pylint
     guest.dom.attachDeviceFlags(thin_disk_xml(loop.path, serial="hot0"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
     since = guest.mark()
     guest.run("echo hot-disk=$(sltv_disk hot0) size=$(cat /sys/block/vda/size)")
-    seen = guest.wait_for(r"hot-disk=(\S+) size=(\d+)", 60, since=since)
+    seen = guest.wait_for(r"hot-disk=(\S+) size=(\d+)\s", 60, since=since)  # \s: the whole number, not a part
     attach_seconds = time.monotonic() - began
     assert seen.groups() == ("/dev/vda", str(512 * MIB // 512)), guest.console()[-2000:]
     [disk] = [d for d in domain_disks(guest.dom) if d["target"] == "vdb"]

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+import libvirttest
 from libvirttest import MIB
 
 from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import disk_element, parse_disks
@@ -48,7 +49,8 @@ def test_scsi_attach_resize_and_detach_that_waits_for_qemu(hypervisor, nos_domai
     assert live[0].attrs["cache"] == "none" and live[0].attrs["io"] == "native"
     assert dom.block_info("sda")[0] == 64 * MIB
 
-    users = hypervisor.users_of((loop.path,))
+    with libvirttest.domain_scan():  # no domain of another test undefined in the middle of the scan
+        users = hypervisor.users_of((loop.path,))
     assert sorted((u[0].uuid, u[1].target, u[2]) for u in users) == [(dom.uuid, "sda", False), (dom.uuid, "sda", True)]
 
     loop.grow(96)

@@ -147,6 +147,7 @@ def test_block_threshold_event(nos_domain, loop_device, events, bus, target):
         bus, event["dev"], event["excess"], (event["time"] - began) * 1000, (event["time"] - written) * 1000))
 
 
+@pytest.mark.libvirtd_restart  # alone: the restart closes every connection of every worker
 def test_restart_keeps_domains_running(libvirtd, libvirt_session, nos_domain):
     if libvirtd.libvirtd_pid() is None:
         pytest.skip("libvirtd runs without a pid file in %s: cannot restart it" % libvirtd.libvirtd_pidfile)

@@ -143,6 +143,7 @@ def test_threshold_events_drive_extends_and_duplicates_extend_once(thin_setup):
     print("agent's own part p50 %.4fs max %.4fs over %d extends" % (middle, agent_part[-1], len(agent_part)))
 
 
+@pytest.mark.libvirtd_restart  # alone: the restart closes every connection of every worker
 def test_agent_reconnects_after_libvirtd_restart_and_keeps_extending(thin_setup, libvirtd):
     dom, loop, storage = thin_setup
     agent = make_agent(storage)
@@ -231,7 +232,9 @@ def test_a_hot_attached_disk_is_grown_at_once_when_the_assumed_rate_needs_it(att
     with RunningAgent(agent):
         seconds = hot_attach_and_time_arming(conn, dom, loop, agent)
         assert wait_until(lambda: threshold_of(conn, dom, loop.path) == 32 * MIB, 2.0), threshold_of(conn, dom, loop.path)
-        assert device_size(loop.path) == 288 * MIB
+        # the threshold of the new size is armed while the extend runs (arm-ahead): on a busy machine
+        # the loop device grows a moment after it
+        assert wait_until(lambda: device_size(loop.path) == 288 * MIB, 2.0), device_size(loop.path)
     assert [h["trigger"] for h in agent.history] == ["attach"]
     print("hot attach -> armed in %.3f s, grown %s" % (seconds, storage.extends))
     assert seconds < 1.0, seconds
