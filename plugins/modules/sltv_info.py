@@ -137,11 +137,10 @@ extends:
   sample: [{host: hv1, vg: vg_san, disk: web01-data, size: 3221225472, seconds: 0.41}]
 """
 
-from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError, ValidationError
+from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 from ansible_collections.sltv.core.plugins.module_utils.ops.info import gather
 from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import Hypervisor
 from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
-from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_disk_name, validate_vg_name
 from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
     host_name, lock_settings, run_or_fail, sltv_module,
 )
@@ -171,13 +170,6 @@ def main():
     host = host_name()
     runner = LvmRunner()
     where = "sltv_info on host %s" % host
-    try:  # before any command: a bad name must not reach lvm's command line
-        for vg in params["vg"] or []:
-            validate_vg_name(vg)
-        if params["disk"] is not None:
-            validate_disk_name(params["disk"])
-    except ValidationError as exc:
-        module.fail_json(msg="%s: %s; nothing was read" % (where, exc))
     warnings = []
 
     def action():

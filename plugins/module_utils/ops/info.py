@@ -15,6 +15,7 @@ from ansible_collections.sltv.core.plugins.module_utils.agent.agent_status impor
 from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
 from ansible_collections.sltv.core.plugins.module_utils.model.disk import THIN, Disk
 from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import lv_device_paths
+from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_disk_name, validate_vg_name
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 
 
@@ -41,7 +42,12 @@ def _local_users(hypervisor, disk_users, vg, name, warnings):
 
 
 def gather(runner, host, hypervisor=None, vgs=None, disk=None, domain=None):
-    """Return (disks, vg_summaries, warnings); ``domain`` filters by name or UUID."""
+    """Return (disks, vg_summaries, warnings); ``domain`` filters by name or UUID. Bad VG or disk
+    names raise ValidationError before any command: they must not reach lvm's command line."""
+    for name in vgs or []:
+        validate_vg_name(name)
+    if disk is not None:
+        validate_disk_name(disk)
     warnings = []
     agent = status_warning()  # the agent of this host runs degraded (a VG missing, etcd down) or stopped
     if agent:

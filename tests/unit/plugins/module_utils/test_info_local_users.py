@@ -1,11 +1,12 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """sltv_info's view of this host's domains: one entry per domain and target, saying whether the
-running domain (live) and its saved definition (persistent) have the disk."""
+running domain (live) and its saved definition (persistent) have the disk; and its name checks."""
 
 from __future__ import absolute_import, division, print_function
 
 import collections
 
+from ansible_collections.sltv.core.plugins.module_utils.errors import ValidationError
 from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import LibvirtError
 from ansible_collections.sltv.core.plugins.module_utils.ops import info
 
@@ -57,3 +58,18 @@ def test_a_failed_block_info_is_a_warning_and_the_entry_stays():
     users = info._local_users(FakeHypervisor([(broken, DomainDisk("vdb", "virtio"), True)]), {}, "vg0", "d1", warnings)
     assert users[0]["live"] and "capacity" not in users[0]
     assert warnings == ["domain web01: blockInfo of vdb failed"]
+
+
+class NoCommandRunner(object):
+    def read_vgs(self, names=None):
+        raise AssertionError("lvm ran for a bad name: %r" % (names,))
+
+
+def test_bad_vg_or_disk_names_are_refused_before_any_command():
+    for kwargs, fragment in ((dict(vgs=["vg0", "a/b"]), "'a/b'"), (dict(disk="d1\n"), "'d1\\n'")):
+        try:
+            info.gather(NoCommandRunner(), "hostA", **kwargs)
+        except ValidationError as exc:
+            assert fragment in str(exc) and "only A-Z" in str(exc)
+        else:
+            raise AssertionError("gather took %r" % (kwargs,))
