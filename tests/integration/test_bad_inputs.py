@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import pytest
 
-from lvmtest import lvm, run_module, write_commands
+from lvmtest import LoopVG, lvm, run_module, write_commands
 
 pytestmark = pytest.mark.lvm
 
@@ -132,6 +132,18 @@ def make_disks(vg):
     lvm("lvcreate", "-q", "-an", "-Zn", "-n", "foreign", "-L", "8m", vg.name)
 
 
+@pytest.fixture(scope="module")
+def refusing_vg(tmp_path_factory):
+    """One VG with make_disks() for every case of this file (per pytest-xdist worker): each case
+    asserts that its refusal left the VG as it was, so the next case finds the same disks."""
+    vg = LoopVG(str(tmp_path_factory.mktemp("bad-inputs")))
+    try:
+        make_disks(vg)
+        yield vg
+    finally:
+        vg.destroy()
+
+
 def refused(module, args, fragments, state, commands=write_commands):
     """Run check mode then for real: both fail with every fragment in msg, no write, state unchanged."""
     args = dict((key, value) for key, value in args.items() if value is not None)
@@ -146,24 +158,22 @@ def refused(module, args, fragments, state, commands=write_commands):
 
 
 @pytest.mark.parametrize("override,fragments", EXTEND_CASES)
-def test_sltv_extend_refuses(loop_vg, override, fragments):
-    make_disks(loop_vg)
-    args = dict(disk="d1", vg=loop_vg.name, size="512M")
+def test_sltv_extend_refuses(refusing_vg, override, fragments):
+    args = dict(disk="d1", vg=refusing_vg.name, size="512M")
     args.update(override)
-    refused("sltv_extend", args, fragments, loop_vg.snapshot)
+    refused("sltv_extend", args, fragments, refusing_vg.snapshot)
 
 
 @pytest.mark.parametrize("override,fragments", ATTACH_CASES)
-def test_sltv_attachment_refuses(loop_vg, nos_domain, override, fragments):
+def test_sltv_attachment_refuses(refusing_vg, nos_domain, override, fragments):
     import libvirt  # pylint: disable=import-outside-toplevel
 
     dom = nos_domain(persistent=True, start=False)
-    make_disks(loop_vg)
-    args = dict(disk="d1", vg=loop_vg.name, domain=dom.name())
+    args = dict(disk="d1", vg=refusing_vg.name, domain=dom.name())
     args.update(override)
 
     def state():
-        return loop_vg.snapshot(), dom.XMLDesc(0), dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        return refusing_vg.snapshot(), dom.XMLDesc(0), dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
 
     refused("sltv_attachment", args, fragments, state)
 
@@ -174,10 +184,9 @@ def lvm_reads(result):
 
 
 @pytest.mark.parametrize("override,fragments", INFO_CASES)
-def test_sltv_info_refuses(loop_vg, override, fragments):
-    make_disks(loop_vg)
-    args = dict(vg=[loop_vg.name])
+def test_sltv_info_refuses(refusing_vg, override, fragments):
+    args = dict(vg=[refusing_vg.name])
     args.update(override)
     # an unknown VG is only known after the report; a bad name must not get that far
     reads = write_commands if override.get("vg") == [NO_SUCH_VG] else lvm_reads
-    refused("sltv_info", args, fragments, loop_vg.snapshot, commands=reads)
+    refused("sltv_info", args, fragments, refusing_vg.snapshot, commands=reads)
