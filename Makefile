@@ -40,6 +40,8 @@ MAKEFLAGS += --no-print-directory
 PYTHON ?= python3
 PYTEST_ARGS ?=
 QUICKSTART_ARGS ?=
+# pytest-xdist workers of the integration stage (README "Tests"); 0 or 1: one process
+SLTV_INTEGRATION_WORKERS ?= 2
 export PYTHON
 
 STAGE := scripts/stage.sh
@@ -107,9 +109,7 @@ integration:
 	@[ "$$(id -u)" -eq 0 ] || { echo 'ERROR: make integration must run as root (loop devices, LVM, etcd)' >&2; exit 1; }
 	@$(APT) $(APT_INTEGRATION)
 	@scripts/bootstrap.sh venv
-	@# SLTV_INTEGRATION_WORKERS: pytest-xdist workers (README "Tests"); 0 or 1: serial
-	@workers='$(SLTV_INTEGRATION_WORKERS)'; PYTEST_WORKERS="$${workers:-2}" \
-		$(STAGE) integration scripts/pytest_stage.sh tests/integration $(PYTEST_ARGS)
+	@PYTEST_WORKERS='$(SLTV_INTEGRATION_WORKERS)' $(STAGE) integration scripts/pytest_stage.sh tests/integration $(PYTEST_ARGS)
 
 build: venv
 	@$(STAGE) build scripts/build_check.sh

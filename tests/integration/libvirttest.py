@@ -159,22 +159,13 @@ def _lock_fd(path):
 
 
 @contextlib.contextmanager
-def flocked(path):
-    """Hold flock(path) exclusive for the with block."""
-    fd = _lock_fd(path)
+def flocked(path, optional=False):
+    """Hold flock(path) exclusive for the with block; ``optional``: no lock when path cannot be opened."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def host_lock(name):
-    """Hold the host-wide lock LOCK_DIR/sltv-test-group-NAME.lock (none when LOCK_DIR is not writable)."""
-    try:
-        fd = _lock_fd(os.path.join(LOCK_DIR, "sltv-test-group-%s.lock" % name))
+        fd = _lock_fd(path)
     except OSError:
+        if not optional:
+            raise
         yield
         return
     try:
@@ -182,6 +173,11 @@ def host_lock(name):
         yield
     finally:
         os.close(fd)
+
+
+def host_lock(name):
+    """Hold the host-wide lock LOCK_DIR/sltv-test-group-NAME.lock (none when LOCK_DIR is not writable)."""
+    return flocked(os.path.join(LOCK_DIR, "sltv-test-group-%s.lock" % name), optional=True)
 
 
 def _flock_within(fd, operation, deadline):
