@@ -58,6 +58,10 @@ print_timings() {
     [ -s "$SLTV_MOLECULE_TIMINGS" ] || return 0
     printf '\n==== molecule timings (%s)\n' "${SLTV_MOLECULE_TIMINGS#"${REPO_ROOT}"/}"
     cat "$SLTV_MOLECULE_TIMINGS"
+    local tasks="${SLTV_MOLECULE_TIMINGS%.txt}-tasks.txt"
+    [ -s "$tasks" ] || return 0
+    printf '\n==== the 20 slowest molecule tasks (all in %s)\n' "${tasks#"${REPO_ROOT}"/}"
+    sort -rn "$tasks" | head -n 20
 }
 
 converge_asked() {
@@ -115,7 +119,7 @@ run_parts() {
 }
 
 use_mitogen
-rm -f "$SLTV_MOLECULE_TIMINGS"
+rm -f "$SLTV_MOLECULE_TIMINGS" "${SLTV_MOLECULE_TIMINGS%.txt}-tasks.txt"
 trap print_timings EXIT
 case "${1:-}" in
     part)

@@ -9,6 +9,10 @@ is written when it is unset; scripts/molecule.sh sets it to build/logs/molecule-
   imports every verify_*.yml): ``  <step>/<file>  <seconds>s``;
 - then one line for the run: ``<step>  <playbook>  <seconds>s  <ok|FAILED>``.
 
+Every task's wall time goes to the file next to it, ``<name>-tasks.txt`` (``<seconds>  <step>/<file>
+<task>``), where the slowest tasks of a slow part can be found: a task's time runs until the next
+task starts (exact under the linear strategy, an upper bound under free).
+
 The step is the playbook's name without ``.yml``, or ``idempotence`` for the converge run molecule
 makes with ``--skip-tags ...molecule-idempotence-notest``. A play's file comes from its position
 (``Play.get_path()``, ``file:line``); its time runs until the next play starts or the run ends.
@@ -46,6 +50,14 @@ class CallbackModule(CallbackBase):
         self._files = []  # [file, seconds] in the order the plays ran
         self._play_file = None
         self._play_started = None
+        self._task = None  # [file, name, started]
+        self._tasks = []  # [seconds, file, name]
+
+    @staticmethod
+    def tasks_file(output):
+        """molecule-timings.txt -> molecule-timings-tasks.txt"""
+        base, ext = os.path.splitext(output)
+        return base + "-tasks" + ext
 
     @staticmethod
     def _step(playbook):
@@ -64,6 +76,19 @@ class CallbackModule(CallbackBase):
             self._files.append([self._play_file, seconds])
         self._play_file = None
 
+    def _close_task(self, now):
+        if self._task is not None:
+            self._tasks.append([now - self._task[2], self._task[0], self._task[1]])
+        self._task = None
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        now = time.monotonic()
+        self._close_task(now)
+        self._task = [self._play_file or "?", task.get_name(), now]
+
+    def v2_playbook_on_handler_task_start(self, task):
+        self.v2_playbook_on_task_start(task, False)
+
     def v2_playbook_on_start(self, playbook):
         self._playbook = os.path.basename(getattr(playbook, "_file_name", "") or "playbook")
         self._started = time.monotonic()
@@ -71,6 +96,7 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_play_start(self, play):
         now = time.monotonic()
+        self._close_task(now)
         self._close_play(now)
         try:
             where = play.get_path() or ""
@@ -83,6 +109,7 @@ class CallbackModule(CallbackBase):
         if not self._output or self._started is None:
             return
         now = time.monotonic()
+        self._close_task(now)
         self._close_play(now)
         step = self._step(self._playbook)
         totals = [stats.summarize(host) for host in stats.processed]
@@ -91,8 +118,12 @@ class CallbackModule(CallbackBase):
         if len(set(name for name, dummy in self._files)) > 1:
             lines.extend("  %-34s %6.0fs\n" % ("%s/%s" % (step, name), seconds) for name, seconds in self._files)
         lines.append("%-12s %-23s %6.0fs  %s\n" % (step, self._playbook, now - self._started, "FAILED" if failed else "ok"))
+        tasks = ["%7.1f  %s/%s  %s\n" % (seconds, step, name, task) for seconds, name, task in self._tasks]
+        self._tasks = []
         try:
             with open(self._output, "a", encoding="utf-8") as handle:
                 handle.writelines(lines)
+            with open(self.tasks_file(self._output), "a", encoding="utf-8") as handle:
+                handle.writelines(tasks)
         except OSError as exc:
             self._display.warning("sltv_timings: cannot write %s: %s" % (self._output, exc))
