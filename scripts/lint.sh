@@ -13,7 +13,7 @@ cd "$REPO_ROOT"
 # (In offline mode ansible-lint does not install the collection into its own cache.)
 link_collection
 
-note "$(ansible-lint --nocolor --version 2>/dev/null | head -n 1)"
+note "$(ansible-lint --nocolor --version 2>/dev/null | awk 'NR == 1')"
 # --offline (also in .ansible-lint): no version check and no galaxy installs; only PyPI is reachable
 run_logged ansible-lint ansible-lint --offline --profile production --nocolor "$@"
 note "$(grep -E '^Passed' "${LOG_DIR}/ansible-lint.log" | tail -n 1)"

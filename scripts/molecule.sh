@@ -61,7 +61,8 @@ print_timings() {
     local tasks="${SLTV_MOLECULE_TIMINGS%.txt}-tasks.txt"
     [ -s "$tasks" ] || return 0
     printf '\n==== the 20 slowest molecule tasks (all in %s)\n' "${tasks#"${REPO_ROOT}"/}"
-    sort -rn "$tasks" | head -n 20
+    # awk reads to the end: head would close the pipe early and sort would die of SIGPIPE (exit 141 under pipefail)
+    sort -rn "$tasks" | awk 'NR <= 20'
 }
 
 converge_asked() {
