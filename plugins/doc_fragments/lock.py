@@ -27,16 +27,16 @@ options:
         itself must enforce exclusion, use an lvmlockd (sanlock) VG as well.
       - A VG that declares a backend (tag C(sltv_lock=etcd), set by the role sltv.core.sltv_host or by
         sltv.core.sltv_vg) refuses a run with a weaker one, before any change.
+      - Left out, C(lock.lock_backend) of the host config (O(host_config)), else V(local).
     type: str
     choices: [local, etcd]
-    default: local
   etcd_endpoints:
     description:
       - etcd client URLs, tried in order, for example V(https://etcd1.example.com:2379).
       - Used when O(lock_backend=etcd).
+      - Left out, C(lock.etcd_endpoints) of the host config, else V(http://127.0.0.1:2379).
     type: list
     elements: str
-    default: ['http://127.0.0.1:2379']
   etcd_ca_cert:
     description: CA certificate file that signed the etcd server certificates (HTTPS endpoints).
     type: path
@@ -56,19 +56,32 @@ options:
     description:
       - Seconds to wait for the VG lock (and for etcd to answer) before failing without changing
         anything.
+      - Left out, C(lock.lock_timeout) of the host config, else V(60).
     type: float
-    default: 60
   lock_ttl:
     description:
       - Lease time to live in seconds of the etcd lock; refreshed every O(lock_ttl)/3 seconds.
         A holder that stalls longer than this loses the lock and is fenced.
       - At least 2.
+      - Left out, C(lock.lock_ttl) of the host config, else V(10).
     type: int
-    default: 10
   lock_prefix:
     description:
       - Prefix of every etcd key the collection writes, so that several clusters can share one
         etcd. The VG lock key is C(<lock_prefix>/locks/vg/<vg>).
+      - Left out, C(lock.lock_prefix) of the host config, else V(/sltv).
     type: str
-    default: /sltv
+  host_config:
+    description:
+      - The host config on the managed host, written by the role sltv.core.sltv_host - YAML with the
+        keys C(vg) (the default O(vg) of the modules that take one) and C(lock) (a mapping with the
+        names of the lock options above as keys, for example C(lock_backend), C(etcd_endpoints),
+        C(etcd_ca_cert)).
+      - Every lock option left out takes its value from the file, so that an ad-hoc call such as
+        C(ansible hv1 -m sltv.core.sltv_disk -a 'name=web01-data size=50G') uses the cluster's
+        etcd lock and VG. An option given to the module wins over the file.
+      - A missing file is fine (the built-in defaults apply); a file with an unknown key or a bad
+        value fails the module before anything runs. V(/dev/null) ignores the host config.
+    type: path
+    default: /etc/sltv/sltv.yml
 """

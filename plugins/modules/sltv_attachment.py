@@ -52,9 +52,10 @@ options:
     type: str
     required: true
   vg:
-    description: Volume group that holds the disk.
+    description:
+      - Volume group that holds the disk.
+      - Left out, the C(vg) of the host config (O(host_config)); one of the two is required.
     type: str
-    required: true
   domain:
     description: Name or UUID of the libvirt domain on this host.
     type: str
@@ -234,7 +235,7 @@ from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
 def main():
     argument_spec = dict(
         disk=dict(type="str", required=True),
-        vg=dict(type="str", required=True),
+        vg=dict(type="str"),  # else the host config's (sltv_module)
         domain=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         target=dict(type="str"),
@@ -249,7 +250,7 @@ def main():
         detach_timeout=dict(type="float", default=30.0),
         uri=dict(type="str", default="qemu:///system"),
     )
-    module = sltv_module(argument_spec)
+    module = sltv_module(argument_spec, default_vg=True)
     require_libvirt(module)
     params = module.params
 

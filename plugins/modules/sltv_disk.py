@@ -54,9 +54,10 @@ options:
     type: str
     required: true
   vg:
-    description: Name of the volume group that holds the disk.
+    description:
+      - Name of the volume group that holds the disk.
+      - Left out, the C(vg) of the host config (O(host_config)); one of the two is required.
     type: str
-    required: true
   state:
     description: Whether the disk should exist.
     type: str
@@ -260,7 +261,7 @@ from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
 def main():
     argument_spec = dict(
         name=dict(type="str", required=True),
-        vg=dict(type="str", required=True),
+        vg=dict(type="str"),  # else the host config's (sltv_module)
         state=dict(type="str", default="present", choices=["present", "absent"]),
         provisioning=dict(type="str", default="thick", choices=["thick", "thin"]),
         size=dict(type="str", aliases=["virtual_size"]),
@@ -268,7 +269,7 @@ def main():
         wipe=dict(type="str", default="zero", choices=["zero", "discard", "none"]),
         force=dict(type="bool", default=False),
     )
-    module = sltv_module(argument_spec)
+    module = sltv_module(argument_spec, default_vg=True)
     params = module.params
 
     runner = LvmRunner()

@@ -42,9 +42,10 @@ options:
     type: str
     required: true
   vg:
-    description: Volume group that holds the disk.
+    description:
+      - Volume group that holds the disk.
+      - Left out, the C(vg) of the host config (O(host_config)); one of the two is required.
     type: str
-    required: true
   size:
     description:
       - New size that the guest sees, absolute. Thick disks round up to the VG extent size, thin
@@ -161,13 +162,13 @@ from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
 def main():
     argument_spec = dict(
         disk=dict(type="str", required=True),
-        vg=dict(type="str", required=True),
+        vg=dict(type="str"),  # else the host config's (sltv_module)
         size=dict(type="str"),
         delta=dict(type="str"),
         physical=dict(type="str"),
         uri=dict(type="str", default="qemu:///system"),
     )
-    module = sltv_module(argument_spec, mutually_exclusive=[["size", "delta"]],
+    module = sltv_module(argument_spec, default_vg=True, mutually_exclusive=[["size", "delta"]],
                          required_one_of=[["size", "delta", "physical"]])
     params = module.params
 

@@ -91,8 +91,9 @@ def module_command(module, args, check=False, diff=False):
     """argv + args file to run a module the way Ansible does (JSON args file), without a controller.
 
     The run is at verbosity 1 (-v), so that results carry the full ``commands`` list the tests read
-    (write_commands()); pass ``_ansible_verbosity=0`` in ``args`` for a default run's output."""
-    payload = dict(_ansible_verbosity=1)
+    (write_commands()); pass ``_ansible_verbosity=0`` in ``args`` for a default run's output.
+    This machine's host config (/etc/sltv/sltv.yml, if any) is left out unless ``args`` names one."""
+    payload = dict(_ansible_verbosity=1, host_config="/dev/null")
     payload.update(args, _ansible_check_mode=check, _ansible_diff=diff)
     handle, path = tempfile.mkstemp(prefix="sltv-args-", suffix=".json")
     with os.fdopen(handle, "w") as args_file:

@@ -82,7 +82,7 @@ def run_agent(config_path, *extra, **kwargs):
 
 
 @pytest.mark.parametrize("values, needle", [
-    (dict(vgs=["vg0"], sweep_interval=0), "sweep_interval must be a number of seconds greater than 0"),
+    (dict(vgs=["vg0"], sweep_interval=0), "sweep_interval must be a finite number of seconds greater than 0"),
     (dict(vgs=["vg0"], chunk_mni="1G"), "unknown setting 'chunk_mni'"),
     (dict(), "vgs is required"),
     (dict(vgs=["vg0"], lock=dict(lock_backend="etcd", etcd_endpoints=[])), "needs at least one URL"),

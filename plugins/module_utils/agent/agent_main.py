@@ -24,6 +24,8 @@ import threading
 import time
 
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import parse_agent_config
+from ansible_collections.sltv.core.plugins.module_utils.infra.config_files import load_host_config, read_yaml
+from ansible_collections.sltv.core.plugins.module_utils.model.host_config import HOST_CONFIG_PATH
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_metrics import Metrics, serve
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_status import STATUS_PATH
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import LvmStorage
@@ -58,21 +60,13 @@ def setup_logging(level, stream=None):
     return log
 
 
-def load_config(path):
-    """AgentConfig from the file; ValidationError names the file and the key."""
+def load_config(path, host_config_path=HOST_CONFIG_PATH):
+    """AgentConfig from the file, with the host config's vg and lock settings as its defaults;
+    ValidationError names the file and the key."""
+    host = load_host_config(host_config_path)
+    data = read_yaml(path, "the agent configuration")
     try:
-        import yaml  # pylint: disable=import-outside-toplevel  # python3-yaml, a dependency of the agent only
-    except ImportError:
-        raise ValidationError("PyYAML is not installed (Debian: python3-yaml): it reads %s" % path)
-    try:
-        with open(path) as handle:
-            data = yaml.safe_load(handle)
-    except (IOError, OSError) as exc:
-        raise ValidationError("cannot read the agent configuration %s: %s" % (path, exc))
-    except yaml.YAMLError as exc:
-        raise ValidationError("%s is not valid YAML: %s" % (path, exc))
-    try:
-        config = parse_agent_config(data)
+        config = parse_agent_config(data, host)
     except ValidationError as exc:
         raise ValidationError("%s: %s" % (path, exc))
     if config.lock["lock_backend"] == "etcd":
@@ -128,6 +122,9 @@ def lvm_timeout(notifier):
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="sltv-agent", description="Grows sltv thin disks before their guests fill them.")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML configuration (default %(default)s)")
+    parser.add_argument("--host-config", default=HOST_CONFIG_PATH,
+                        help="the host config whose vg and lock settings are the defaults (default %(default)s; "
+                             "a missing file is fine)")
     parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     return parser.parse_args(argv)
 
@@ -135,7 +132,7 @@ def parse_args(argv):
 def main(argv=None, environ=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.host_config)
     except ValidationError as exc:
         sys.stderr.write("sltv-agent: bad configuration: %s\n" % exc)
         return 2

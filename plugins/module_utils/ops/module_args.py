@@ -17,27 +17,31 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.sltv.core.plugins.module_utils.infra import etcd_client
-from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import MIN_LOCK_TTL, make_vg_lock
+from ansible_collections.sltv.core.plugins.module_utils.infra.config_files import load_host_config
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import LOCK_SETTINGS_DEFAULTS, MIN_LOCK_TTL, make_vg_lock
+from ansible_collections.sltv.core.plugins.module_utils.model.host_config import HOST_CONFIG_PATH
+from ansible_collections.sltv.core.plugins.module_utils.model.settings import LOCK_TOGETHER
 from ansible_collections.sltv.core.plugins.module_utils.errors import LockError, SltvError
 
+# No defaults here: an option left out takes the host config's value, else LOCK_SETTINGS_DEFAULTS'
+# (sltv_module fills them in), so a module cannot tell a given default from an omitted option.
 LOCK_ARGUMENT_SPEC = dict(
-    lock_backend=dict(type="str", default="local", choices=["local", "etcd"]),
-    etcd_endpoints=dict(type="list", elements="str", default=["http://127.0.0.1:2379"]),
+    lock_backend=dict(type="str", choices=["local", "etcd"]),
+    etcd_endpoints=dict(type="list", elements="str"),
     etcd_ca_cert=dict(type="path"),
     etcd_cert=dict(type="path"),
     etcd_key=dict(type="path", no_log=False),
     etcd_user=dict(type="str"),
     etcd_password=dict(type="str", no_log=True),
-    lock_timeout=dict(type="float", default=60.0),
-    lock_ttl=dict(type="int", default=10),
-    lock_prefix=dict(type="str", default="/sltv"),
+    lock_timeout=dict(type="float"),
+    lock_ttl=dict(type="int"),
+    lock_prefix=dict(type="str"),
+    host_config=dict(type="path", default=HOST_CONFIG_PATH),
 )
-
-LOCK_REQUIRED_TOGETHER = [["etcd_cert", "etcd_key"], ["etcd_user", "etcd_password"]]
 
 
 def lock_settings(params):
-    return dict((key, params.get(key)) for key in LOCK_ARGUMENT_SPEC)
+    return dict((key, params.get(key)) for key in LOCK_SETTINGS_DEFAULTS)
 
 
 def lock_factory(params, vg, tool):
@@ -56,15 +60,39 @@ def check_lock_params(params):
         return "lock_ttl must be at least %d seconds (the lease is refreshed every lock_ttl/3)" % MIN_LOCK_TTL
     if params.get("lock_backend") == "etcd" and not params.get("etcd_endpoints"):
         return "lock_backend=etcd needs at least one entry in etcd_endpoints"
+    for first, second in LOCK_TOGETHER:
+        if (params.get(first) is None) != (params.get(second) is None):
+            return "%s and %s must be given together (as options, or both in the host config)" % (first, second)
     return None
 
 
-def sltv_module(argument_spec, check_lock=True, **kwargs):
-    """AnsibleModule with the lock options added, check mode on, and bad lock settings refused."""
+def apply_host_config(module, default_vg):
+    """Fill the lock options left out (and ``vg`` when ``default_vg``) from the host config
+    (option host_config), else from the built-in defaults; explicit options win."""
+    params = module.params
+    try:
+        host = load_host_config(params["host_config"])
+    except SltvError as exc:
+        module.fail_json(msg="%s on host %s: %s (fix the file or give host_config=/dev/null)"
+                         % (module._name, host_name(), exc))
+    params.update(host.lock_over(lock_settings(params), LOCK_SETTINGS_DEFAULTS))
+    params["etcd_endpoints"] = list(params["etcd_endpoints"])  # never the shared default list
+    if default_vg and params.get("vg") is None:
+        if not host.vg:
+            module.fail_json(msg="%s on host %s: vg is required: give vg=<name>, or set vg in the host config %s%s"
+                             % (module._name, host_name(), host.path,
+                                "" if host.found else " (there is none: the role sltv.core.sltv_host writes it)"))
+        params["vg"] = host.vg
+
+
+def sltv_module(argument_spec, check_lock=True, default_vg=False, **kwargs):
+    """AnsibleModule with the lock options added (left-out ones from the host config), check mode
+    on, and bad lock settings refused. ``default_vg``: the module's ``vg`` defaults to the host
+    config's."""
     spec = dict(argument_spec)
     spec.update(LOCK_ARGUMENT_SPEC)
-    module = AnsibleModule(argument_spec=spec, required_together=LOCK_REQUIRED_TOGETHER, supports_check_mode=True,
-                           **kwargs)
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **kwargs)
+    apply_host_config(module, default_vg)
     problem = check_lock_params(module.params) if check_lock else None
     if problem:
         module.fail_json(msg=problem)

@@ -56,7 +56,7 @@ def test_check_config_good(tmp_path, capsys):
 @pytest.mark.parametrize("text, expected", [
     ("vgs: [vg0\n", "is not valid YAML"),
     ("vgs: [vg0]\nsweep_intervall: 5\n", "sweep_intervall"),
-    ("vgs: [vg0]\nsweep_interval: -1\n", "sweep_interval must be a number"),
+    ("vgs: [vg0]\nsweep_interval: -1\n", "sweep_interval must be a finite number"),
     ("vgs: [vg0]\nmetrics_port: 70000\n", "metrics_port"),
     ("vgs: [vg0]\nlock: {lock_backend: nfs}\n", "lock.lock_backend"),
     ("vgs: [vg0]\nlock: {lock_backend: etcd, etcd_endpoints: ['ftp://127.0.0.1:2379']}\n", "lock: "),
@@ -70,6 +70,16 @@ def test_check_config_bad(tmp_path, capsys, text, expected):
     assert err.startswith("sltv-agent: bad configuration: ")
     assert path in err
     assert expected in err
+
+
+def test_check_config_takes_vgs_and_lock_from_the_host_config(tmp_path, capsys):
+    agent = write(tmp_path, "sweep_interval: 5\n")
+    host = write(tmp_path, "vg: vg_san\nlock: {lock_backend: local, lock_prefix: /prod}\n", name="sltv.yml")
+    assert main(["--config", agent, "--host-config", host, "--check-config"]) == 0, capsys.readouterr().err
+    bad = write(tmp_path, "vg: vg_san\nlock: {lock_backend: nfs}\n", name="bad.yml")
+    assert main(["--config", agent, "--host-config", bad, "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "host config %s: lock.lock_backend must be one of local, etcd" % bad in err, err
 
 
 def test_check_config_missing_file(tmp_path, capsys):
