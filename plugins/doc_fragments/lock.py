@@ -74,9 +74,9 @@ options:
   host_config:
     description:
       - The host config on the managed host, written by the role sltv.core.sltv_host - YAML with the
-        keys C(vg) (the default O(vg) of the modules that take one) and C(lock) (a mapping with the
-        names of the lock options above as keys, for example C(lock_backend), C(etcd_endpoints),
-        C(etcd_ca_cert)).
+        keys C(vg) (the default C(vg) of sltv.core.sltv_disk, sltv.core.sltv_attachment and
+        sltv.core.sltv_extend) and C(lock) (a mapping with the names of the lock options above as
+        keys, for example C(lock_backend), C(etcd_endpoints), C(etcd_ca_cert)).
       - Every lock option left out takes its value from the file, so that an ad-hoc call such as
         C(ansible hv1 -m sltv.core.sltv_disk -a 'name=web01-data size=50G') uses the cluster's
         etcd lock and VG. An option given to the module wins over the file.
