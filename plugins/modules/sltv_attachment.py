@@ -61,7 +61,11 @@ options:
     type: str
     required: true
   state:
-    description: Whether the disk should be attached to the domain.
+    description:
+      - Whether the disk should be attached to the domain.
+      - V(absent) for a domain that is not defined on this host (undefined without a detach, or its
+        host lost) drops the disk's claims that name it by name or UUID; a claim that names another
+        host is dropped only with O(force=true).
     type: str
     choices: [present, absent]
     default: present
@@ -110,6 +114,14 @@ options:
       - Every attachment of the disk must be shareable; the claim records the mode.
     type: bool
     default: false
+  force:
+    description:
+      - With O(state=absent), drop the claims of a domain that is not defined on this host even when
+        they name another host - only when that host is gone for good (its domain will never run
+        there again), since the claim is what stops another host from starting it on this disk.
+      - Has no effect when the domain is defined here (a normal detach). Not allowed with O(state=present).
+    type: bool
+    default: false
   detach_timeout:
     description: Seconds to wait for the guest to release the disk on a live detach.
     type: float
@@ -153,6 +165,15 @@ EXAMPLES = r"""
     domain: web01
     state: absent
     detach_timeout: 60
+
+# web01 was undefined on hv2 without a detach, and hv2 was then lost for good: its claim still
+# stops every other host from starting a domain on the disk. Drop it (from any host).
+- name: Drop the claim of a domain that no longer exists
+  sltv.core.sltv_attachment:
+    disk: web01-data
+    domain: web01
+    state: absent
+    force: true
 """
 
 RETURN = r"""
@@ -248,6 +269,7 @@ def main():
         serial=dict(type="str"),
         shareable=dict(type="bool", default=False),
         detach_timeout=dict(type="float", default=30.0),
+        force=dict(type="bool", default=False),
         uri=dict(type="str", default="qemu:///system"),
     )
     module = sltv_module(argument_spec, default_vg=True)
@@ -264,7 +286,7 @@ def main():
                           target=params["target"], bus=params["bus"], live=params["live"],
                           persistent=params["persistent"], cache=params["cache"], io=params["io"],
                           discard=params["discard"], serial=params["serial"], shareable=params["shareable"],
-                          detach_timeout=params["detach_timeout"])
+                          detach_timeout=params["detach_timeout"], force=params["force"])
         hypervisor = Hypervisor(params["uri"])
         try:
             return ensure_attachment(spec, runner, hypervisor, lock_factory(params, spec.vg, "sltv_attachment"),

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+import libvirttest
 from lvmtest import lvm, run_module, write_commands
 
 pytestmark = pytest.mark.lvm
@@ -264,3 +265,49 @@ def test_detach_with_live_false_leaves_the_live_definition_and_the_claim(loop_vg
     assert not kept.get("failed") and kept["changed"] is False and kept["actions"] == [], kept
     assert set(inactive_disks(dom)) == {"vda"}
     assert [t for t in loop_vg.lvs()["d1"]["tags"] if t.startswith("sltv_attached=")]
+
+
+def claims_of(vg, name):
+    return [t for t in vg.lvs()[name]["tags"] if t.startswith("sltv_attached=")]
+
+
+def test_the_claim_of_a_domain_undefined_without_a_detach_is_dropped_by_a_detach(loop_vg, nos_domain, libvirt_session):
+    dom = nos_domain(persistent=True, start=False)
+    name = dom.name()
+    make_disk(loop_vg, "gone1")
+    assert run_module("sltv_attachment", attach_args(loop_vg, "gone1", dom))["changed"] is True
+    libvirttest.remove_domain(libvirt_session.connection(), name)  # undefined, no detach: the claim stays
+    assert len(claims_of(loop_vg, "gone1")) == 1
+    refused = run_module("sltv_disk", dict(name="gone1", vg=loop_vg.name, state="absent"))
+    assert refused.get("failed") and "detach it first" in refused["msg"], refused
+
+    args = dict(disk="gone1", vg=loop_vg.name, domain=name, state="absent")
+    before = loop_vg.snapshot()
+    predicted = run_module("sltv_attachment", args, check=True)
+    assert predicted["changed"] is True and predicted["actions"] == ["unclaim"], predicted
+    assert any("would be dropped" in w for w in predicted.get("warnings", [])), predicted
+    assert loop_vg.snapshot() == before, "check mode changed something"
+    dropped = run_module("sltv_attachment", args)
+    assert dropped["changed"] is True and dropped["actions"] == ["unclaim"], dropped
+    assert claims_of(loop_vg, "gone1") == [] and dropped["disk"]["attachments"] == []
+    again = run_module("sltv_attachment", args)
+    assert again["changed"] is False and any("nothing to detach" in w for w in again.get("warnings", [])), again
+    deleted = run_module("sltv_disk", dict(name="gone1", vg=loop_vg.name, state="absent", wipe="none"))
+    assert deleted["changed"] is True, deleted
+
+
+def test_the_claim_of_a_domain_on_another_host_is_dropped_only_with_force(loop_vg, libvirt_session):
+    make_disk(loop_vg, "gone2")
+    claim = "sltv_attached=hv9:11111111-2222-3333-4444-555555555555:exclusive:web9"
+    lvm("lvchange", "--addtag", claim, "%s/gone2" % loop_vg.name)
+    args = dict(disk="gone2", vg=loop_vg.name, domain="web9", state="absent")
+    before = loop_vg.snapshot()
+    refused = run_module("sltv_attachment", args)
+    assert refused.get("failed") is True, refused
+    assert "on host hv9" in refused["msg"] and "detach it on host hv9" in refused["msg"] and "force=true" in refused["msg"]
+    assert loop_vg.snapshot() == before
+    bad = run_module("sltv_attachment", dict(args, state="present", force=True))
+    assert bad.get("failed") and "force=true applies to state=absent only" in bad["msg"], bad
+    forced = run_module("sltv_attachment", dict(args, domain="11111111-2222-3333-4444-555555555555", force=True))
+    assert forced["changed"] is True and forced["actions"] == ["unclaim"], forced
+    assert claims_of(loop_vg, "gone2") == []

@@ -27,6 +27,7 @@ DELETE = "delete"          # a module removes the LV (wipe first)
 ACTIVATE = "activate"      # the hook activates the LV for a domain starting on this host
 AGENT_EXTEND = "agent_extend"  # the agent grows the LV under a domain running on this host
 RECLAIM = "reclaim"        # the agent moves a claim to this host after a live migration
+FORGET = "forget"          # a module drops the claims of a domain that is not defined on this host
 
 
 class Claim(object):
@@ -178,5 +179,18 @@ def decide(op, where, claims, host, domain_uuid=None, domain_name="", shareable=
             moved = Claim(host, domain_uuid, elsewhere[0].mode, domain_name or elsewhere[0].name)
             return Decision(claim=moved, stale=elsewhere, owned_here=False)
         return Decision(owned_here=owned_here)
+
+    if op == FORGET:
+        # domain_uuid/domain_name: what the user named (a name or a UUID); libvirt knows no such
+        # domain here, so a claim of it naming this host is stale: the domain cannot run here.
+        named = (domain_uuid or domain_name or "").lower()
+        gone = [c for c in claims if named and named in ((c.uuid or "").lower(), (c.name or "").lower())]
+        remote = [c for c in gone if c.host != host]
+        if remote and not force:
+            raise DiskStateError(
+                "%s is claimed by %s, and no domain %s is defined on this host: detach it on host %s; if that host "
+                "is gone for good (the domain will never run there again), force=true drops the claim here"
+                % (where, remote[0].describe(), domain_name or domain_uuid, remote[0].host))
+        return Decision(stale=gone, owned_here=any(c.host == host for c in gone))
 
     raise ValueError("unknown operation %r" % (op,))

@@ -47,7 +47,7 @@ class AttachSpec(object):
 
     def __init__(self, disk, vg, domain, state="present", target=None, bus="virtio", live=True, persistent=True,
                  cache="none", io="native", discard=None, serial=None, shareable=False,
-                 detach_timeout=DEFAULT_DETACH_TIMEOUT):
+                 detach_timeout=DEFAULT_DETACH_TIMEOUT, force=False):
         self.disk = validate_disk_name(disk)
         self.vg = validate_vg_name(vg)
         if not domain or not isinstance(domain, str):
@@ -78,6 +78,10 @@ class AttachSpec(object):
         self.serial = validate_serial(serial)
         self.shareable = bool(shareable)
         self.detach_timeout = float(detach_timeout)
+        if force and state == "present":
+            raise ValidationError("force=true applies to state=absent only (dropping the claims of a domain that is not "
+                                  "defined on this host)")
+        self.force = bool(force)
 
 
 class AttachResult(OpResult):
@@ -137,9 +141,7 @@ def ensure_attachment(spec, runner, hypervisor, lock_factory, host, check_mode=F
         domain = hypervisor.lookup(spec.domain)
     except DomainNotFound:
         if spec.state == "absent":
-            result.warnings.append("domain %s is not defined on this host: nothing to detach" % spec.domain)
-            result.disk = disk.to_dict()
-            return result
+            return _forget(spec, runner, lock_factory, disk, host, check_mode, result)
         raise
     view = _View(domain, paths)
     result.domain = dict(name=domain.name, uuid=domain.uuid, state=domain.state_name(),
@@ -169,6 +171,34 @@ def ensure_attachment(spec, runner, hypervisor, lock_factory, host, check_mode=F
     # The tags we wrote are known: no third VG read (each lvm call costs ~0.5 s on a busy host).
     if claims is not None:
         result.disk = _with_attachments(disk, claims)
+    return result
+
+
+def _forget(spec, runner, lock_factory, disk, host, check_mode, result):
+    """Detach from a domain that is not defined on this host: drop the claims that name it (on
+    this host; on another host only with force), the recovery after a domain was undefined (or
+    its host lost) without a detach."""
+    where = "disk %s in VG %s" % (disk.name, disk.vg)
+    result.disk = disk.to_dict()
+    decision = O.decide(O.FORGET, where, disk.claims, host, spec.domain, spec.domain, force=spec.force)
+    if not decision.stale:
+        result.warnings.append("domain %s is not defined on this host: nothing to detach" % spec.domain)
+        return result
+    result.actions = [UNCLAIM]
+    result.changed = True
+    result.warnings.append("domain %s is not defined on this host: its claim %s %s dropped"
+                           % (spec.domain, "; ".join(c.describe() for c in decision.stale),
+                              "would be" if check_mode else "is"))
+    if check_mode:
+        return result
+
+    def decide_fresh(fresh):
+        fresh_decision = O.decide(O.FORGET, where, fresh.claims, host, spec.domain, spec.domain, force=spec.force)
+        return [], [c.raw for c in fresh_decision.stale]
+
+    claims = _change_claims(runner, lock_factory, spec, decide_fresh, result)
+    result.did(UNCLAIM)
+    result.disk = _with_attachments(disk, claims)
     return result
 
 

@@ -125,3 +125,21 @@ def test_agent_reclaims_a_migrated_domains_disk_and_leaves_foreign_ones():
     with pytest.raises(DiskStateError):
         O.decide(O.AGENT_EXTEND, W, [], "hv2", U1, "web", running_here=False)
     O.decide(O.AGENT_EXTEND, W, [], "hv2", U1, "web", running_here=True)
+
+
+def test_forget_drops_this_hosts_claims_of_a_domain_not_defined_here_by_name_or_uuid():
+    mine, other = claim("hv1", U1, O.EXCLUSIVE, "web"), claim("hv1", U2, O.SHAREABLE, "db")
+    assert O.decide(O.FORGET, W, [mine, other], "hv1", "web", "web").stale == [mine]
+    assert O.decide(O.FORGET, W, [mine, other], "hv1", U1.upper(), U1.upper()).stale == [mine]
+    assert O.decide(O.FORGET, W, [mine, other], "hv1", "nosuch", "nosuch").stale == []
+    legacy = O.Claim.parse("hv1:%s" % U1)  # 1.0's tags carry no name
+    assert O.decide(O.FORGET, W, [legacy], "hv1", "web", "web").stale == []
+    assert O.decide(O.FORGET, W, [legacy], "hv1", U1, U1).stale == [legacy]
+
+
+def test_forget_of_another_hosts_claim_needs_force():
+    remote = claim("hv2", U1, O.EXCLUSIVE, "web")
+    with pytest.raises(DiskStateError) as info:
+        O.decide(O.FORGET, W, [remote], "hv1", "web", "web")
+    assert "detach it on host hv2" in str(info.value) and "force=true" in str(info.value)
+    assert O.decide(O.FORGET, W, [remote], "hv1", "web", "web", force=True).stale == [remote]
