@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import libvirttest
-from lvmtest import lvm, run_module, write_commands
+from lvmtest import lvm, run_module, warning_texts, write_commands
 
 pytestmark = pytest.mark.lvm
 GIB = 1024 ** 3
@@ -285,13 +285,13 @@ def test_the_claim_of_a_domain_undefined_without_a_detach_is_dropped_by_a_detach
     before = loop_vg.snapshot()
     predicted = run_module("sltv_attachment", args, check=True)
     assert predicted["changed"] is True and predicted["actions"] == ["unclaim"], predicted
-    assert any("would be dropped" in w for w in predicted.get("warnings", [])), predicted
+    assert any("would be dropped" in w for w in warning_texts(predicted)), predicted
     assert loop_vg.snapshot() == before, "check mode changed something"
     dropped = run_module("sltv_attachment", args)
     assert dropped["changed"] is True and dropped["actions"] == ["unclaim"], dropped
     assert claims_of(loop_vg, "gone1") == [] and dropped["disk"]["attachments"] == []
     again = run_module("sltv_attachment", args)
-    assert again["changed"] is False and any("nothing to detach" in w for w in again.get("warnings", [])), again
+    assert again["changed"] is False and any("nothing to detach" in w for w in warning_texts(again)), again
     deleted = run_module("sltv_disk", dict(name="gone1", vg=loop_vg.name, state="absent", wipe="none"))
     assert deleted["changed"] is True, deleted
 

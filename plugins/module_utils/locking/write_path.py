@@ -54,8 +54,9 @@ def check_backend(vg, backend):
                         % (vg.name, declared, LOCK_TAG_PREFIX, declared))
     if BACKEND_STRENGTH.get(backend, -1) < BACKEND_STRENGTH[declared]:
         raise LockError("VG %s declares lock backend %s (tag %s%s), but this run uses lock_backend=%s: set "
-                        "lock_backend=%s and its settings (etcd_endpoints, ...), e.g. in module_defaults for the "
-                        "group sltv.core.sltv; nothing was changed" % (vg.name, declared, LOCK_TAG_PREFIX, declared,
+                        "lock_backend=%s and its settings (etcd_endpoints, ...), in the host config /etc/sltv/sltv.yml "
+                        "(the role sltv.core.sltv_host writes it) or in module_defaults for the group sltv.core.sltv; "
+                        "nothing was changed" % (vg.name, declared, LOCK_TAG_PREFIX, declared,
                                                                        backend, declared))
     return None
 
