@@ -188,6 +188,14 @@ disk:
       description: Size in bytes that the guest sees.
       type: int
       sample: 53687091200
+    size_human:
+      description: The LV size for reading (binary units, two decimals at most).
+      type: str
+      sample: 50 GiB
+    virtual_size_human:
+      description: The virtual size for reading.
+      type: str
+      sample: 50 GiB
     initialized:
       description: False while a thin disk's qcow2 header has not been written yet.
       type: bool
@@ -211,6 +219,8 @@ disk:
     format: raw
     size: 53687091200
     virtual_size: 53687091200
+    size_human: 50 GiB
+    virtual_size_human: 50 GiB
     initialized: true
     attachments: []
     lv_tags: [sltv, sltv_kind=thick, sltv_format=raw, sltv_vsize=53687091200]

@@ -109,6 +109,16 @@ virtual_size:
   returned: always
   type: int
   sample: 85899345920
+size_human:
+  description: O(size) of the result for reading - binary units, two decimals at most.
+  returned: always
+  type: str
+  sample: 80 GiB
+virtual_size_human:
+  description: The virtual size for reading.
+  returned: always
+  type: str
+  sample: 80 GiB
 guests:
   description: Running domains on this host that use the disk, with the capacity they see after the run.
   returned: always
@@ -154,6 +164,7 @@ lock_wait:
 from ansible_collections.sltv.core.plugins.module_utils.ops.extend import ExtendResult, ExtendSpec, ensure_extended
 from ansible_collections.sltv.core.plugins.module_utils.infra.libvirt_domain import Hypervisor
 from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
+from ansible_collections.sltv.core.plugins.module_utils.model.sizes import human
 from ansible_collections.sltv.core.plugins.module_utils.ops.module_args import (
     exit_with, host_name, lock_factory, run_or_fail, sltv_module,
 )
@@ -185,7 +196,9 @@ def main():
 
     result = run_or_fail(module, where, runner, action, partial)
     exit_with(module, result, runner, "%s/%s" % (params["vg"], params["disk"]), (result.before, result.after),
-              size=result.after["size"], virtual_size=result.after["virtual_size"], guests=result.guests)
+              size=result.after["size"], virtual_size=result.after["virtual_size"],
+              size_human=human(result.after["size"]), virtual_size_human=human(result.after["virtual_size"]),
+              guests=result.guests)
 
 
 if __name__ == "__main__":

@@ -92,6 +92,12 @@ disks:
     virtual_size:
       description: Size in bytes that the guest sees.
       type: int
+    size_human:
+      description: The LV size for reading (binary units, two decimals at most).
+      type: str
+    virtual_size_human:
+      description: The virtual size for reading.
+      type: str
     active_here:
       description: Whether the LV is active on this host.
       type: bool
@@ -113,16 +119,21 @@ disks:
       format: qcow2
       size: 2147483648
       virtual_size: 53687091200
+      size_human: 2 GiB
+      virtual_size_human: 50 GiB
       active_here: true
       attached: [{host: hv1, domain_uuid: 7c1a4a1e-8f0c-4b59-9b1e-2f1d4c7e8a11, here: true}]
       local_domains: [{domain: web01, target: vdb, live: true, persistent: true, capacity: 53687091200, allocation: 1073741824}]
 vgs:
-  description: Per volume group, sizes in bytes and the over-commit ratio.
+  description:
+    - Per volume group, sizes in bytes and the over-commit ratio.
+    - C(size_human), C(free_human), C(allocated_human) and C(virtual_human) give the sizes for reading.
   returned: always
   type: list
   elements: dict
   sample: [{name: vg_san, size: 4398046511104, free: 1099511627776, disks: 12, allocated: 3298534883328,
-            virtual: 6597069766656, overcommit: 1.5, lock_type: none, extent_size: 4194304}]
+            virtual: 6597069766656, overcommit: 1.5, lock_type: none, extent_size: 4194304,
+            size_human: 4 TiB, free_human: 1 TiB, allocated_human: 3 TiB, virtual_human: 6 TiB}]
 agents:
   description: Agents alive in etcd (O(lock_backend=etcd) only).
   returned: when O(lock_backend=etcd)

@@ -24,13 +24,16 @@ def test_an_ad_hoc_create_and_extend_take_the_vg_and_the_lock_from_the_host_conf
     created = run_module("sltv_disk", dict(name="adhoc1", size="8M", host_config=path))
     assert created.get("changed") is True and not created.get("failed"), created
     assert loop_vg.lvs()["adhoc1"]["size"] == 8 * 1024 ** 2
+    assert (created["disk"]["size_human"], created["disk"]["virtual_size_human"]) == ("8 MiB", "8 MiB")
     again = run_module("sltv_disk", dict(name="adhoc1", size="8M", host_config=path))
     assert again.get("changed") is False and not again.get("failed"), again
     grown = run_module("sltv_extend", dict(disk="adhoc1", delta="+4M", host_config=path))
     assert grown.get("changed") is True and not grown.get("failed"), grown
     assert loop_vg.lvs()["adhoc1"]["size"] == 12 * 1024 ** 2
+    assert (grown["size"], grown["size_human"]) == (12 * 1024 ** 2, "12 MiB")
     info = run_module("sltv_info", dict(vg=[loop_vg.name], disk="adhoc1", host_config=path))
     assert [d["name"] for d in info["disks"]] == ["adhoc1"], info
+    assert info["disks"][0]["size_human"] == "12 MiB" and info["vgs"][0]["size_human"].endswith("GiB"), info
 
 
 def test_a_given_vg_wins_over_the_host_config(loop_vg, tmp_path):

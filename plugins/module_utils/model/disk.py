@@ -90,6 +90,8 @@ class Disk(object):
         return {
             "name": self.name, "vg": self.vg, "path": self.path, "kind": self.kind,
             "format": self.format, "size": self.size, "virtual_size": self.virtual_size,
+            # what an admin reads at a glance; the byte counts stay what playbooks compare
+            "size_human": human(self.size), "virtual_size_human": human(self.virtual_size),
             "initialized": self.initialized, "attachments": list(self.attachments),
             "claims": [c.to_dict() for c in self.claims],
             "lv_tags": list(self.tags), "exists": True,
@@ -215,6 +217,7 @@ def _plan_create(spec, vg, where, can_activate):
     after = {
         "name": spec.name, "vg": vg.name, "path": "/dev/%s/%s" % (vg.name, spec.name),
         "kind": spec.provisioning, "format": fmt, "size": lv_size, "virtual_size": virtual_size,
+        "size_human": human(lv_size), "virtual_size_human": human(virtual_size),
         "initialized": header_written, "attachments": [], "claims": [], "exists": True,
         "lv_tags": sorted(tags if not header_written else [t for t in tags if t != T.INIT_PENDING_TAG]),
     }
