@@ -56,8 +56,7 @@ def check_backend(vg, backend):
         raise LockError("VG %s declares lock backend %s (tag %s%s), but this run uses lock_backend=%s: set "
                         "lock_backend=%s and its settings (etcd_endpoints, ...), in the host config /etc/sltv/sltv.yml "
                         "(the role sltv.core.sltv_host writes it) or in module_defaults for the group sltv.core.sltv; "
-                        "nothing was changed" % (vg.name, declared, LOCK_TAG_PREFIX, declared,
-                                                                       backend, declared))
+                        "nothing was changed" % (vg.name, declared, LOCK_TAG_PREFIX, declared, backend, declared))
     return None
 
 
