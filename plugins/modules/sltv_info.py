@@ -128,6 +128,9 @@ vgs:
   description:
     - Per volume group, sizes in bytes and the over-commit ratio.
     - C(size_human), C(free_human), C(allocated_human) and C(virtual_human) give the sizes for reading.
+    - C(metadata_size), C(metadata_free) (bytes; lvm uses at most half of the area), C(metadata_used_percent) and
+      C(disks_more) (about how many more disks it holds) describe the metadata area; a warning says when less
+      than 20 % of it is free. New disks are refused while less than 5 % is free.
   returned: always
   type: list
   elements: dict

@@ -37,7 +37,8 @@ LAUNCH = ("import sys\n"
 
 
 def agent_argv(config_path, *extra):
-    return [sys.executable, "-c", LAUNCH, "--config", config_path] + list(extra)
+    # --host-config /dev/null: this machine's host config (if any) stays out of the test
+    return [sys.executable, "-c", LAUNCH, "--config", config_path, "--host-config", "/dev/null"] + list(extra)
 
 
 def agent_env(extra=None):
@@ -108,6 +109,9 @@ def test_etcd_down_and_a_vg_missing_at_start_run_degraded(tmp_path, loop_vg, lib
         assert "sltv_agent_etcd_up 0" in body
         assert 'sltv_agent_vg_up{vg="vg_not_here"} 0' in body
         assert 'sltv_agent_vg_up{vg="%s"} 1' % loop_vg.name in body
+        # the metadata area of the real VG (lvm's default 1 MiB area: about 520,000 bytes free)
+        free = [line for line in body.splitlines() if line.startswith('sltv_agent_vg_metadata_free_bytes{vg="%s"}' % loop_vg.name)]
+        assert free and 400000 < float(free[0].split()[-1]) < 530000, free
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         stderr = proc.stderr.read()

@@ -146,6 +146,9 @@ class Metrics(object):
         self.etcd_up = self._add(Gauge, "sltv_agent_etcd_up", "1 when the last etcd request worked (1 with the local lock)")
         self.vg_up = self._add(Gauge, "sltv_agent_vg_up", "1 while the VG is seen on this host, 0 while it is missing",
                                ("vg",))
+        self.vg_metadata_free = self._add(Gauge, "sltv_agent_vg_metadata_free_bytes",
+                                          "Free bytes in the VG's metadata area (a full one fails every lvm write)",
+                                          ("vg",))
         self.disks_watched = self._add(Gauge, "sltv_agent_disks_watched", "Thin disks of running local domains")
         self.physical = self._add(Gauge, "sltv_agent_disk_physical_bytes", "LV size of a thin disk", disk)
         self.allocation = self._add(Gauge, "sltv_agent_disk_allocation_bytes", "Highest offset written in the LV", disk)

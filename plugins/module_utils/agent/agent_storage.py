@@ -148,6 +148,7 @@ class LvmStorage(Storage):
         self._backend_refused = set()
         self.claim_index = {}  # device path -> _ClaimRecord of every sltv disk, as last read
         self.missing_vgs = []  # configured VGs not found at the last read
+        self.metadata_free = {}  # VG name -> bytes free in its metadata area at the last read
         self.status_path = status_path  # the status file sltv_info reads (agent_status), None: not written
         self._status_failed = False
         self.started = clock()
@@ -170,6 +171,7 @@ class LvmStorage(Storage):
             for name in sorted(set(self.missing_vgs) - set(missing)):
                 self.log.info("volume group %s found on host %s: growing its disks", name, self.host)
         self.missing_vgs = missing
+        self.metadata_free = dict((vg.name, vg.mda_free) for vg in vgs if vg.mda_size)
         return vgs
 
     def degraded(self):

@@ -502,6 +502,8 @@ class Agent(object):
         self.metrics.etcd_up.set(1 if self.storage.cluster_up else 0)
         for vg in self.config.vgs:
             self.metrics.vg_up.set(0 if vg in self.storage.missing_vgs else 1, vg=vg)
+        for vg, free in getattr(self.storage, "metadata_free", {}).items():
+            self.metrics.vg_metadata_free.set(free, vg=vg)
         self.metrics.sweeps.inc()
         self.metrics.sweep_duration.observe(self.clock() - started)
         self.sweep_calls.append(self.libvirt_calls - calls)

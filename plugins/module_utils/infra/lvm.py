@@ -28,7 +28,8 @@ LVM_COMMAND_TIMEOUT = 120
 # metadata commands are real but nothing can be activated. Never set on a hypervisor.
 NO_ACTIVATION_ENV = "SLTV_TEST_LVM_NO_ACTIVATION"
 
-VG_FIELDS = "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_attr,vg_tags,vg_lock_type"
+VG_FIELDS = ("vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_attr,vg_tags,vg_lock_type,"
+             "vg_mda_size,vg_mda_free")
 LV_FIELDS = "lv_name,lv_uuid,lv_size,lv_attr,lv_tags,lv_path,lv_active_locally,lv_device_open"
 REPORT_OPTS = ["--reportformat", "json", "--units", "b", "--nosuffix"]
 
@@ -75,6 +76,10 @@ class VolumeGroup(object):
         self.attr = row.get("vg_attr", "")
         self.tags = [t for t in row.get("vg_tags", "").split(",") if t]
         self.lock_type = row.get("vg_lock_type", "") or "none"
+        # The metadata area (the smallest in use, per PV): lvm keeps the old copy while it writes the
+        # new one, so vg_mda_free already counts half of it as the most the metadata text may take.
+        self.mda_size = int(row.get("vg_mda_size") or 0)
+        self.mda_free = int(row.get("vg_mda_free") or 0)
         self.lvs = dict((r["lv_name"], LogicalVolume(r)) for r in lv_rows)
 
     @property

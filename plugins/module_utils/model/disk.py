@@ -15,6 +15,7 @@ from ansible_collections.sltv.core.plugins.module_utils.model import ownership a
 from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
 from ansible_collections.sltv.core.plugins.module_utils.errors import DiskStateError, NotManagedError, ValidationError
 from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_disk_name, validate_vg_name
+from ansible_collections.sltv.core.plugins.module_utils.model.metadata_area import check_room_for_disk
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import (
     DEFAULT_THIN_CHUNK, SECTOR, human, parse_size, round_up, thin_cap,
 )
@@ -204,6 +205,7 @@ def _plan_create(spec, vg, where, can_activate):
         raise ValidationError(
             "%s needs %s but VG %s has only %s free (of %s): free space or choose a smaller size"
             % (where, human(lv_size), vg.name, human(vg.free), human(vg.size)))
+    check_room_for_disk(vg, where)
     fmt = FORMAT_OF[spec.provisioning]
     tags = T.disk_tags(spec.provisioning, fmt, virtual_size, pending_init=spec.provisioning == THIN)
     actions, warnings = [CREATE], []

@@ -16,6 +16,7 @@ from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
 from ansible_collections.sltv.core.plugins.module_utils.model.disk import THIN, Disk
 from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import lv_device_paths
 from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_disk_name, validate_vg_name
+from ansible_collections.sltv.core.plugins.module_utils.model.metadata_area import metadata_room, metadata_warning
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import human
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError
 
@@ -67,8 +68,11 @@ def gather(runner, host, hypervisor=None, vgs=None, disk=None, domain=None):
             disks=len(managed), allocated=allocated, virtual=virtual,
             overcommit=round(float(virtual) / vg.size, 3) if vg.size else 0.0,
             size_human=human(vg.size), free_human=human(vg.free), allocated_human=human(allocated),
-            virtual_human=human(virtual),
+            virtual_human=human(virtual), **(metadata_room(vg) or {})
         ))
+        room_warning = metadata_warning(vg)
+        if room_warning:
+            warnings.append(room_warning)
         for item in sorted(managed, key=lambda d: d.name):
             if disk is not None and item.name != disk:
                 continue
