@@ -38,7 +38,7 @@ def archive_of(directory):
 def run(vg, lv, extends, archive_dir, retention):
     config = 'backup { archive_dir = "%s" %s }' % (archive_dir, retention)
     started = time.monotonic()
-    for _ in range(extends):
+    for _extend in range(extends):
         lvm("lvextend", "-q", "--driverloaded", "n", "-L", "+4m", "--config", config, "%s/%s" % (vg, lv))
     return (time.monotonic() - started) / extends
 
@@ -75,8 +75,8 @@ def main():
         print("ratio sltv/baseline: files %.3f, bytes %.3f, time per extend %.2f"
               % (ours[0] / float(base[0]), ours[1] / float(base[1]), ours[2] / base[2]))
     finally:
-        subprocess.run(["vgremove", "-qf", vg], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(["pvremove", "-q", device], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["vgremove", "-qf", vg], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(["pvremove", "-q", device], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         subprocess.run(["losetup", "-d", device], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
