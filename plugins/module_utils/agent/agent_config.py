@@ -20,9 +20,12 @@ from ansible_collections.sltv.core.plugins.module_utils.agent.extend_policy impo
     DEFAULT_INITIAL_WRITE_RATE,
     ExtendPolicy,
 )
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import LOCK_SETTINGS_DEFAULTS
+from ansible_collections.sltv.core.plugins.module_utils.model.host_config import HostConfig
 from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_vg_name
 from ansible_collections.sltv.core.plugins.module_utils.model.settings import (
-    check_choice, check_integer, check_positive_number, check_string, check_unknown, parse_lock_settings,
+    check_choice, check_integer, check_lock_combination, check_lock_values, check_positive_number, check_string,
+    check_unknown,
 )
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import human, parse_size
 
@@ -88,6 +91,15 @@ def _vgs(value):
     return list(value)
 
 
+def _lock(value, host):
+    """The agent file's lock settings over the host config's over the built-in defaults (the
+    layering of the modules' options, HostConfig.lock_over), checked as a whole."""
+    host = host if host is not None else HostConfig(None, found=False)
+    lock = host.lock_over(check_lock_values(value, "lock"), LOCK_SETTINGS_DEFAULTS)
+    check_lock_combination(lock, "lock")
+    return lock
+
+
 def parse_agent_config(data, host=None):
     """Return an AgentConfig from the loaded YAML document; raise ValidationError on any bad key.
 
@@ -115,6 +127,6 @@ def parse_agent_config(data, host=None):
         initial_write_rate=_rate(values["initial_write_rate"], "initial_write_rate"),
         metrics_address=check_string(values["metrics_address"], "metrics_address"),
         metrics_port=check_integer(values["metrics_port"], "metrics_port", 1, 65535),
-        lock=parse_lock_settings(values["lock"], "lock", defaults=host.lock if host is not None else None),
+        lock=_lock(values["lock"], host),
         log_level=check_choice(values["log_level"], "log_level", LOG_LEVELS),
     )

@@ -14,18 +14,17 @@ from ansible_collections.sltv.core.plugins.module_utils.model.host_config import
     HOST_CONFIG_PATH, HostConfig, parse_host_config,
 )
 
-_REQUIRED = object()  # read_yaml: a missing file is an error
-_ABSENT = object()
+MISSING = object()  # read_yaml(missing_ok=True) of a file that does not exist (None is an empty file)
 
 
-def read_yaml(path, what, missing=_REQUIRED):
-    """The document in ``path``; ``missing`` is returned for a file that does not exist, when given."""
+def read_yaml(path, what, missing_ok=False):
+    """The document in ``path``; MISSING for a file that does not exist when ``missing_ok``."""
     try:
         with open(path) as handle:
             text = handle.read()
     except (IOError, OSError) as exc:
-        if missing is not _REQUIRED and exc.errno == errno.ENOENT:
-            return missing
+        if missing_ok and exc.errno == errno.ENOENT:
+            return MISSING
         raise ValidationError("cannot read %s %s: %s" % (what, path, exc))
     try:
         import yaml  # pylint: disable=import-outside-toplevel  # python3-yaml, installed by sltv.core.sltv_host
@@ -40,7 +39,7 @@ def read_yaml(path, what, missing=_REQUIRED):
 
 def load_host_config(path=HOST_CONFIG_PATH):
     """The host config in ``path``; an empty one (``found`` false) when the file does not exist."""
-    data = read_yaml(path, "the host config", missing=_ABSENT)
-    if data is _ABSENT:
+    data = read_yaml(path, "the host config", missing_ok=True)
+    if data is MISSING:
         return HostConfig(path, found=False)
     return parse_host_config(data, path)

@@ -34,6 +34,8 @@ class HostConfig(object):
         merged = dict(defaults)
         merged.update(self.lock)
         merged.update((key, value) for key, value in given.items() if value is not None)
+        if merged.get("etcd_endpoints") is not None:
+            merged["etcd_endpoints"] = list(merged["etcd_endpoints"])  # never the defaults' own list
         return merged
 
 

@@ -37,9 +37,10 @@ def metadata_room(vg):
                 disks_more=max(0, int(vg.mda_free - REFUSE_BELOW * usable) // BYTES_PER_DISK))
 
 
-def metadata_warning(vg):
-    """A warning for a VG whose metadata area has less than WARN_BELOW of its usable half free."""
-    room = metadata_room(vg)
+def metadata_warning(vg, room=None):
+    """A warning for a VG whose metadata area has less than WARN_BELOW of its usable half free;
+    ``room``: metadata_room(vg) when the caller has it."""
+    room = room if room is not None else metadata_room(vg)
     if room is None or vg.mda_free >= WARN_BELOW * (vg.mda_size // 2):
         return None
     return ("VG %s: its metadata area has %s free (%.0f %% used), room for about %d more disks; %s"

@@ -85,18 +85,11 @@ def check_lock_values(value, where="lock"):
 
 
 def check_lock_combination(lock, where="lock"):
-    """The checks that need the whole set of lock settings (``lock`` has every key)."""
-    if lock["lock_backend"] == "etcd" and not lock["etcd_endpoints"]:
-        raise ValidationError("%s.etcd_endpoints needs at least one URL with lock_backend etcd" % where)
+    """The checks that need the whole set of lock settings (``lock`` has every key); ``where``
+    None names the keys bare, as the modules' options."""
+    key = (lambda name: name) if where is None else (lambda name: "%s.%s" % (where, name))
+    if lock.get("lock_backend") == "etcd" and not lock.get("etcd_endpoints"):
+        raise ValidationError("%s needs at least one URL with lock_backend etcd" % key("etcd_endpoints"))
     for first, second in LOCK_TOGETHER:
-        if (lock[first] is None) != (lock[second] is None):
-            raise ValidationError("%s.%s and %s.%s must be given together" % (where, first, where, second))
-
-
-def parse_lock_settings(value, where="lock", defaults=None):
-    """A full dict of lock settings: ``value``'s over ``defaults`` (partial) over the built-in ones."""
-    lock = dict(LOCK_SETTINGS_DEFAULTS)
-    lock.update(defaults or {})
-    lock.update(check_lock_values(value, where))
-    check_lock_combination(lock, where)
-    return lock
+        if (lock.get(first) is None) != (lock.get(second) is None):
+            raise ValidationError("%s and %s must be given together" % (key(first), key(second)))

@@ -63,14 +63,15 @@ def gather(runner, host, hypervisor=None, vgs=None, disk=None, domain=None):
                 managed.append(Disk(vg, lv))
         virtual = sum(d.virtual_size for d in managed)
         allocated = sum(d.size for d in managed)
+        room = metadata_room(vg)
         summaries.append(dict(
             name=vg.name, size=vg.size, free=vg.free, extent_size=vg.extent_size, lock_type=vg.lock_type,
             disks=len(managed), allocated=allocated, virtual=virtual,
             overcommit=round(float(virtual) / vg.size, 3) if vg.size else 0.0,
             size_human=human(vg.size), free_human=human(vg.free), allocated_human=human(allocated),
-            virtual_human=human(virtual), **(metadata_room(vg) or {})
+            virtual_human=human(virtual), **(room or {})
         ))
-        room_warning = metadata_warning(vg)
+        room_warning = metadata_warning(vg, room)
         if room_warning:
             warnings.append(room_warning)
         for item in sorted(managed, key=lambda d: d.name):

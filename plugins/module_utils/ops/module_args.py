@@ -20,8 +20,8 @@ from ansible_collections.sltv.core.plugins.module_utils.infra import etcd_client
 from ansible_collections.sltv.core.plugins.module_utils.infra.config_files import load_host_config
 from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import LOCK_SETTINGS_DEFAULTS, MIN_LOCK_TTL, make_vg_lock
 from ansible_collections.sltv.core.plugins.module_utils.model.host_config import HOST_CONFIG_PATH
-from ansible_collections.sltv.core.plugins.module_utils.model.settings import LOCK_TOGETHER
-from ansible_collections.sltv.core.plugins.module_utils.errors import LockError, SltvError
+from ansible_collections.sltv.core.plugins.module_utils.model.settings import check_lock_combination
+from ansible_collections.sltv.core.plugins.module_utils.errors import LockError, SltvError, ValidationError
 
 # No defaults here: an option left out takes the host config's value, else LOCK_SETTINGS_DEFAULTS'
 # (sltv_module fills them in), so a module cannot tell a given default from an omitted option.
@@ -58,11 +58,10 @@ def check_lock_params(params):
         return "lock_timeout must be a finite number of seconds greater than 0, got %r" % (timeout,)
     if params.get("lock_ttl") is not None and params["lock_ttl"] < MIN_LOCK_TTL:
         return "lock_ttl must be at least %d seconds (the lease is refreshed every lock_ttl/3)" % MIN_LOCK_TTL
-    if params.get("lock_backend") == "etcd" and not params.get("etcd_endpoints"):
-        return "lock_backend=etcd needs at least one entry in etcd_endpoints"
-    for first, second in LOCK_TOGETHER:
-        if (params.get(first) is None) != (params.get(second) is None):
-            return "%s and %s must be given together (as options, or both in the host config)" % (first, second)
+    try:
+        check_lock_combination(params, where=None)
+    except ValidationError as exc:
+        return "%s (as options, or in the host config)" % exc
     return None
 
 
@@ -76,7 +75,6 @@ def apply_host_config(module, default_vg):
         module.fail_json(msg="%s on host %s: %s (fix the file or give host_config=/dev/null)"
                          % (module._name, host_name(), exc))
     params.update(host.lock_over(lock_settings(params), LOCK_SETTINGS_DEFAULTS))
-    params["etcd_endpoints"] = list(params["etcd_endpoints"])  # never the shared default list
     if default_vg and params.get("vg") is None:
         if not host.vg:
             module.fail_json(msg="%s on host %s: vg is required: give vg=<name>, or set vg in the host config %s%s"
