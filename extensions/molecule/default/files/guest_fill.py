@@ -105,8 +105,16 @@ class Recorder(object):
         elif event == libvirt.VIR_DOMAIN_EVENT_RESUMED:
             self.events.append((self.now(), "resumed", detail))
 
-    def sample(self, target):
-        sysfs = None
+    def target(self):
+        """The target of the LV's disk in the domain, None before the attach."""
+        for disk in re.findall(r"<disk [^>]*device='disk'.*?</disk>", self.dom.XMLDesc(0), re.S):
+            if os.path.realpath(self.lv) in (os.path.realpath(p) for p in re.findall(r"dev='(/dev/[^']+)'", disk)):
+                return re.search(r"<target dev='([^']+)'", disk).group(1)
+        return None
+
+    def sample(self):
+        """From before the attach: the extend the agent makes at the attach is on the plot too."""
+        sysfs = target = None
         next_allocation = 0.0
         while not self.stop.is_set():
             if sysfs is None and os.path.exists(self.lv):
@@ -118,7 +126,9 @@ class Recorder(object):
             if time.monotonic() >= next_allocation:
                 next_allocation = time.monotonic() + 0.5
                 try:
-                    self.allocation.append((self.now(), self.dom.blockInfo(target)[1]))
+                    target = target or self.target()
+                    if target:
+                        self.allocation.append((self.now(), self.dom.blockInfo(target)[1]))
                 except libvirt.libvirtError:
                     pass  # not attached yet
             time.sleep(0.05)
@@ -185,15 +195,11 @@ def fill(name, lv, total_mib, console_log, command_socket, slice_mib, timeout):
     channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     channel.connect(command_socket)
     channel.sendall(guest_script(total_mib, slice_mib).encode() + b"\n")
-    target = None
+    sampler = threading.Thread(target=recorder.sample, daemon=True)
+    sampler.start()
     started = wait_console(console_log, r"SLTV-FILL-START dev=(\S+)", 120, since, dom)
     t_start = recorder.now()
-    # the target of the attached disk, for the allocation samples
-    for disk in re.findall(r"<disk [^>]*device='disk'.*?</disk>", dom.XMLDesc(0), re.S):
-        if os.path.realpath(lv) in (os.path.realpath(p) for p in re.findall(r"dev='(/dev/[^']+)'", disk)):
-            target = re.search(r"<target dev='([^']+)'", disk).group(1)
-    sampler = threading.Thread(target=recorder.sample, args=(target,), daemon=True)
-    sampler.start()
+    target = recorder.target()
     error = None
     try:
         written = wait_console(console_log, r"SLTV-FILL-WRITTEN slices=\d+|SLTV-FILL-DONE rc=1.*", timeout, since, dom)
