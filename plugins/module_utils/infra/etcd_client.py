@@ -177,6 +177,11 @@ def compare_create_revision(key, revision, result="EQUAL"):
     return {"key": b64(key), "target": "CREATE", "result": result, "create_revision": int(revision)}
 
 
+def compare_value(key, value):
+    """Compare clause: value(key) == value (false when the key does not exist)."""
+    return {"key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(value)}
+
+
 def request_put(key, value, lease=None):
     body = {"key": b64(key), "value": b64(value)}
     if lease:
@@ -515,10 +520,10 @@ class EtcdClient(Etcd3Client):
     def wait_for_delete(self, key, start_revision, timeout):
         """Wait up to ``timeout`` s for a DELETE of ``key`` at revision >= start_revision.
 
-        Returns True when one was seen, False on timeout or any stream problem (the caller
-        retries its transaction: a False is never trusted to mean 'still locked'). Starting the
-        watch at a known revision means a delete that happened before the watch was set up is
-        still reported: no lost wakeups.
+        Returns True when one was seen or may have happened (the store changed before the watch
+        started), False on timeout or any stream problem (the caller retries its transaction: a False
+        is never trusted to mean 'still locked'). Starting the watch at a known revision means a
+        delete that happened before the watch was set up is still reported: no lost wakeups.
         """
         deadline = time.monotonic() + timeout
         body = {"create_request": {"key": b64(key), "start_revision": int(start_revision), "filters": ["NOPUT"]}}
@@ -545,6 +550,10 @@ class EtcdClient(Etcd3Client):
                     return self._pause_until(deadline)
                 if result.get("events"):
                     return True  # NOPUT filter: any event is a delete
+                if result.get("created") and header_revision(result) >= start_revision:
+                    # Something changed since start_revision: etcd would send that history only at
+                    # its next resync of slow watchers (every 100 ms). Let the caller retry now.
+                    return True
                 if time.monotonic() >= deadline:
                     return False
             return self._pause_until(deadline)  # the server ended the stream
