@@ -108,7 +108,7 @@ def test_acquire_release(etcd_server):
         assert lock.held and lock.wait_seconds < 1.0
     assert not lock.held and lock.lease_id is None
     assert raw.get_kv(key) is None
-    assert raw.lease_ttl(lease_id) == -1  # revoked
+    assert raw.lease_ttl(lease_id) > 0  # the process's lease stays for its next lock
     assert lock.release_warning is None
     lock.release()  # idempotent
     with pytest.raises(LockLost):
@@ -224,22 +224,23 @@ def requests_sent(monkeypatch):
     return paths
 
 
-def test_a_process_reuses_its_connection_and_a_lock_costs_three_requests(etcd_server, requests_sent):
-    """Uncontended acquire + release after the first: grant, the transaction, revoke (its key goes with
-    the lease). No connect and health check per lock, no separate delete."""
+def test_a_process_reuses_its_connection_and_lease_and_a_lock_costs_two_requests(etcd_server, requests_sent):
+    """Uncontended acquire + release after the first: the transaction and the guarded delete. No
+    connect and health check, no lease grant or revoke per lock: one lease for them all."""
     settings = settings_for(etcd_server)
-    with make_vg_lock(settings, "vg0", "first"):
-        pass
+    with make_vg_lock(settings, "vg0", "first") as first:
+        lease_id = first.lease_id
     del requests_sent[:]
     for _round in range(5):
         lock = make_vg_lock(settings, "vg0", "again")
         with lock:
-            key, lease_id = lock.key, lock.lease_id
+            key = lock.key
+            assert lock.lease_id == lease_id
         raw = etcd_client.connect(settings)
-        assert raw.get_kv(key) is None and raw.lease_ttl(lease_id) == -1  # released: key and lease gone
+        assert raw.get_kv(key) is None and raw.lease_ttl(lease_id) > 0  # released: key gone, lease kept
         raw.close()
         requests_sent[-4:] = []  # the checks above (status, range, range, timetolive)
-    assert requests_sent == ["lease/grant", "kv/txn", "kv/lease/revoke"] * 5, requests_sent
+    assert [path for path in requests_sent if path != "lease/keepalive"] == ["kv/txn", "kv/txn"] * 5, requests_sent
 
 
 def test_a_forked_child_never_uses_its_parents_connections(etcd_server):
@@ -309,10 +310,10 @@ def test_release_before_watch_is_not_missed(etcd_server, monkeypatch):
     original = etcd_client.EtcdClient.wait_for_delete
     results = []
 
-    def release_first(self, key, start_revision, timeout):
+    def release_first(self, key, start_revision, timeout, settle=0.0):
         if holder.held:
             holder.release()  # the delete now lies in the past of the watch
-        results.append(original(self, key, start_revision, timeout))
+        results.append(original(self, key, start_revision, timeout, settle))
         return results[-1]
 
     monkeypatch.setattr(etcd_client.EtcdClient, "wait_for_delete", release_first)

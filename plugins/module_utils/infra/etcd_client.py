@@ -517,16 +517,20 @@ class EtcdClient(Etcd3Client):
             if "lease not found" not in (exc.detail_text or ""):
                 raise
 
-    def wait_for_delete(self, key, start_revision, timeout):
+    def wait_for_delete(self, key, start_revision, timeout, settle=0.0):
         """Wait up to ``timeout`` s for a DELETE of ``key`` at revision >= start_revision.
 
-        Returns True when one was seen or may have happened (the store changed before the watch
-        started), False on timeout or any stream problem (the caller retries its transaction: a False
-        is never trusted to mean 'still locked'). Starting the watch at a known revision means a
-        delete that happened before the watch was set up is still reported: no lost wakeups.
+        Returns True when one was seen, False on timeout or any stream problem (the caller
+        retries its transaction: a False is never trusted to mean 'still locked'). Starting the
+        watch at a known revision means a delete that happened before the watch was set up is
+        still reported: no lost wakeups.
+
+        ``settle`` (seconds): after a delete, wait that long for a PUT of the key (someone else
+        took it: wait on for its delete) before returning True. Waiters given different settle
+        times do not all send a transaction, most of them doomed, after each release.
         """
         deadline = time.monotonic() + timeout
-        body = {"create_request": {"key": b64(key), "start_revision": int(start_revision), "filters": ["NOPUT"]}}
+        body = {"create_request": {"key": b64(key), "start_revision": int(start_revision)}}
         connect_timeout = max(0.05, min(self.timeout, timeout))
         # requests' read timeout bounds each socket read: it is the wait for the next message.
         read_timeout = max(0.05, timeout)
@@ -535,9 +539,11 @@ class EtcdClient(Etcd3Client):
                                      timeout=(connect_timeout, read_timeout))
         except (requests.exceptions.RequestException, OSError):
             return self._pause_until(deadline)
+        deleted = False
         try:
             if resp.status_code != 200:
                 return self._pause_until(deadline)
+            sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
             # chunk_size=None: hand over each chunk of the (chunked) stream as soon as it arrives.
             for line in resp.iter_lines(chunk_size=None):
                 if not line.strip():
@@ -548,19 +554,21 @@ class EtcdClient(Etcd3Client):
                     if self.user and "auth token" in (result.get("cancel_reason") or ""):
                         self.authenticate()
                     return self._pause_until(deadline)
-                if result.get("events"):
-                    return True  # NOPUT filter: any event is a delete
-                if result.get("created") and header_revision(result) >= start_revision:
-                    # Something changed since start_revision: etcd would send that history only at
-                    # its next resync of slow watchers (every 100 ms). Let the caller retry now.
+                for event in result.get("events", []):
+                    deleted = event.get("type") == "DELETE"  # proto3 JSON leaves out PUT (0)
+                if deleted and (settle <= 0 or sock is None):
                     return True
-                if time.monotonic() >= deadline:
-                    return False
-            return self._pause_until(deadline)  # the server ended the stream
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return deleted
+                if result.get("events"):
+                    # deleted: give someone else 'settle' to take it; taken: wait for its delete
+                    sock.settimeout(max(0.001, min(settle, left)) if deleted else left)
+            return deleted or self._pause_until(deadline)  # the server ended the stream
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            return False  # read timeout (the usual end of a slice) or stream cut: retry
+            return deleted  # read timeout (the end of a slice or of 'settle') or stream cut: retry
         except (requests.exceptions.RequestException, OSError, ValueError):
-            return self._pause_until(deadline)
+            return deleted or self._pause_until(deadline)
         finally:
             resp.close()
 
