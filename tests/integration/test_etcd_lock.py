@@ -243,12 +243,121 @@ def test_a_process_reuses_its_connection_and_lease_and_a_lock_costs_two_requests
     assert [path for path in requests_sent if path != "lease/keepalive"] == ["kv/txn", "kv/txn"] * 5, requests_sent
 
 
+# -- the process's lease ----------------------------------------------------------------------------
+
+
+def test_successive_locks_of_a_process_are_granted_one_lease(etcd_server, requests_sent):
+    """N locks one after the other, on several VGs: one lease grant in all, the same lease each time."""
+    settings = settings_for(etcd_server, lock_ttl=7)  # a TTL of its own: no session of other tests
+    leases = set()
+    for number in range(6):
+        with make_vg_lock(settings, "vg%d" % (number % 3), "h") as lock:
+            lock.ensure_held()
+            leases.add(lock.lease_id)
+    assert len(leases) == 1
+    assert requests_sent.count("lease/grant") == 1 and "kv/lease/revoke" not in requests_sent
+
+
+def test_two_threads_on_two_vgs_share_the_lease_and_one_release_leaves_the_other_held(etcd_server):
+    settings = settings_for(etcd_server)
+    raw = etcd_client.connect(settings)
+    first, second = make_vg_lock(settings, "vg1", "a"), make_vg_lock(settings, "vg2", "b")
+    errors = []
+
+    def hold(lock, release):
+        try:
+            lock.acquire()
+            release.wait(10)
+            lock.release()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    go_first, go_second = threading.Event(), threading.Event()
+    threads = [threading.Thread(target=hold, args=(first, go_first)),
+               threading.Thread(target=hold, args=(second, go_second))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while not (first.held and second.held) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first.held and second.held and first.lease_id == second.lease_id
+    go_second.set()
+    threads[1].join(10)
+    assert not second.held and raw.get_kv(second.key) is None
+    first.ensure_held()  # still ours, its lease alive
+    assert raw.get_kv(first.key)["create_revision"] == first.token
+    go_first.set()
+    threads[0].join(10)
+    assert errors == [] and raw.get_kv(first.key) is None
+    raw.close()
+
+
+def test_a_second_lock_of_the_process_on_the_same_vg_waits_for_the_first(etcd_server):
+    """Same VG, same process, same lease: the key on our lease is not taken for this lock's own."""
+    settings = settings_for(etcd_server)
+    with make_vg_lock(settings, "vg0", "host1:first") as first:
+        second = make_vg_lock(dict(settings, lock_timeout=0.3), "vg0", "host1:second")
+        with pytest.raises(LockTimeout) as info:
+            second.acquire()
+        assert "host1:first" in str(info.value) and not second.held
+        first.ensure_held()
+
+
+def test_a_lost_lease_fences_every_lock_on_it_and_the_next_lock_gets_a_new_one(etcd_server):
+    settings = settings_for(etcd_server, lock_ttl=3)  # keepalive every second
+    raw = etcd_client.connect(settings)
+    one, two = make_vg_lock(settings, "vg1", "a"), make_vg_lock(settings, "vg2", "b")
+    one.acquire()
+    two.acquire()
+    lease_id = one.lease_id
+    assert two.lease_id == lease_id
+    raw.revoke_lease(lease_id)  # behind the process's back: its keys go with it
+    time.sleep(1.5)  # the next keepalive learns it
+    for lock in (one, two):
+        with pytest.raises(LockLost) as info:
+            lock.ensure_held()
+        assert "expired" in str(info.value) and "NOT run" in str(info.value)
+        lock.release()  # safe: nothing of ours is left
+        assert lock.release_warning is None
+    with make_vg_lock(settings, "vg1", "c") as again:
+        assert again.lease_id != lease_id
+        again.ensure_held()
+    raw.close()
+
+
+def test_a_lease_revoked_unnoticed_is_replaced_at_acquire(etcd_server):
+    """etcd refuses a put on a lease it no longer knows: the lock takes a new lease and goes on."""
+    settings = settings_for(etcd_server, lock_ttl=9)
+    with make_vg_lock(settings, "vg0", "a") as lock:
+        lease_id = lock.lease_id
+    raw = etcd_client.connect(settings)
+    raw.revoke_lease(lease_id)  # the keepalive is due in ~3 s: it has not seen it yet
+    with make_vg_lock(settings, "vg0", "b") as lock:
+        assert lock.lease_id != lease_id and lock.wait_seconds < 1.0
+        lock.ensure_held()
+    raw.close()
+
+
+def test_close_sessions_revokes_the_process_lease(etcd_server):
+    from ansible_collections.sltv.core.plugins.module_utils.locking import etcd_lock
+
+    settings = settings_for(etcd_server, lock_ttl=8)
+    with make_vg_lock(settings, "vg0", "a") as lock:
+        lease_id = lock.lease_id
+    etcd_lock.close_sessions()  # what the process does at exit
+    raw = etcd_client.connect(settings)
+    assert raw.lease_ttl(lease_id) == -1
+    raw.close()
+    with make_vg_lock(settings, "vg0", "b") as lock:  # a new one
+        assert lock.lease_id != lease_id
+
+
 def test_a_forked_child_never_uses_its_parents_connections(etcd_server):
     """The pool is per process: a child made by fork connects on its own (the parent's sockets and
     keepalive threads are not its own) and locks and releases normally."""
     settings = settings_for(etcd_server, lock_timeout=5)
-    with make_vg_lock(settings, "vg0", "parent"):
-        pass
+    with make_vg_lock(settings, "vg0", "parent") as parent:
+        parent_lease = parent.lease_id
     idle = etcd_client.idle_client(etcd_client.pool_key(settings))
     assert idle is not None  # the parent has one idle
     etcd_client.give_back(idle)
@@ -261,6 +370,7 @@ def test_a_forked_child_never_uses_its_parents_connections(etcd_server):
         with make_vg_lock(settings, "vg0", "child") as lock:
             lock.ensure_held()
             results.put(lock.token)
+            results.put(lock.lease_id)
 
     proc = fork.Process(target=child)
     proc.start()
@@ -268,8 +378,10 @@ def test_a_forked_child_never_uses_its_parents_connections(etcd_server):
     assert proc.exitcode == 0
     assert results.get(timeout=5) is True
     assert results.get(timeout=5) > 0
+    assert results.get(timeout=5) != parent_lease  # nor its lease
     with make_vg_lock(settings, "vg0", "parent-again") as lock:  # the parent's connection still works
         lock.ensure_held()
+        assert lock.lease_id == parent_lease
 
 
 def test_waiter_wakes_promptly(etcd_server, watch_results):
