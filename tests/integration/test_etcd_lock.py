@@ -210,17 +210,20 @@ def test_mutual_exclusion_between_threads_sharing_the_process_connections(etcd_s
 
 @pytest.fixture
 def requests_sent(monkeypatch):
-    """The API path of every HTTP request the etcd clients send (the watch streams too)."""
+    """The API path of every HTTP request the etcd clients send: their own connection's (requests)
+    and their requests session's (health check, authentication, watch streams)."""
     import requests
 
     paths = []
-    original = requests.Session.request
 
-    def recording(self, method, url, *args, **kwargs):
-        paths.append(url.split("/v3/", 1)[-1])
-        return original(self, method, url, *args, **kwargs)
+    def recorder(original, url_at):
+        def recording(self, *args, **kwargs):
+            paths.append(args[url_at].split("/v3/", 1)[-1])
+            return original(self, *args, **kwargs)
+        return recording
 
-    monkeypatch.setattr(requests.Session, "request", recording)
+    monkeypatch.setattr(etcd_client.EtcdClient, "request", recorder(etcd_client.EtcdClient.request, 0))
+    monkeypatch.setattr(requests.Session, "request", recorder(requests.Session.request, 1))
     return paths
 
 
