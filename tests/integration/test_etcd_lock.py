@@ -437,6 +437,38 @@ def test_release_before_watch_is_not_missed(etcd_server, monkeypatch):
     assert results == [True]  # seen from the watch history, no 1 s slice wasted
 
 
+def test_a_settling_waiter_sees_the_key_taken_again_and_waits_for_the_next_delete(etcd_server):
+    """After a delete, wait_for_delete(settle=...) waits that long for someone else's put; when one
+    comes, it returns only at the next delete (no transaction in between), else after the settle."""
+    raw = etcd_client.connect(settings_for(etcd_server))
+    key = unique_prefix() + "/locks/vg/vg0"
+    for retaken in (True, False):
+        start = etcd_client.header_revision(raw.txn(etcd_client.txn_body([], [etcd_client.request_put(key, "a")]))) + 1
+        waiter = raw.clone()
+        woken = {}
+
+        def wait():
+            woken["result"] = waiter.wait_for_delete(key, start, 5.0, settle=0.5)
+            woken["at"] = time.monotonic()
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.2)  # watching by now
+        deleted_at = time.monotonic()
+        raw.delete(key)
+        if retaken:
+            raw.txn(etcd_client.txn_body([], [etcd_client.request_put(key, "b")]))  # within the settle
+            time.sleep(1.0)
+            assert "at" not in woken  # still waiting: the key is taken
+            deleted_at = time.monotonic()
+            raw.delete(key)
+        thread.join(5)
+        assert woken["result"] is True
+        assert 0.45 <= woken["at"] - deleted_at < 1.0  # the settle after the last delete
+        waiter.close()
+    raw.close()
+
+
 def test_timeout_names_holder(etcd_server):
     settings = settings_for(etcd_server)
     with make_vg_lock(settings, "vg7", "host9:the-holder") as holder:

@@ -12,7 +12,9 @@
 * acquire: loop on the transaction ``if create_revision(key) == 0 then put(key, value, lease) else
   range(key)``. Success: the key's create revision is the fencing token. Failure: watch the key for
   its deletion from the revision right after the failed transaction, so a release that happens
-  between the transaction and the watch is still seen.
+  between the transaction and the watch is still seen. After a delete, a waiter first gives the
+  others a few ms (``SETTLE``) and waits on if one of them puts the key: no herd of doomed
+  transactions after each release.
 * ensure_held (before every lvm command): the lease must still have a safety margin left, both
   by the local clock (time of the last successful keepalive) and by etcd (the key is ours and
   the lease's remaining TTL is large enough). Otherwise LockLost: another host may already hold
@@ -349,17 +351,16 @@ class EtcdVgLock(VgLock):
             self._client.pool_key = client.pool_key  # given back to the pool like the one it replaces
             fresh = True
 
-    def _refresh(self, lease_id, deadline):
-        """(time sent, TTL etcd answered) of a refresh of ``lease_id`` through the lock's client."""
+    def _ask(self, what, deadline, call):
+        """``call(client)`` through the lock's client within the deadline, else LockError naming ``what``."""
         client = self._client
         try:
             self._bounded(deadline)
-            sent = time.monotonic()
-            return sent, client.refresh_lease(lease_id)
+            return call(client)
         except etcd_client.etcd_errors() as exc:
-            raise self._unreachable("refreshing the lease at %s failed: %s" % (client.endpoint, client.describe(exc)))
+            raise self._unreachable("%s at %s failed: %s" % (what, client.endpoint, client.describe(exc)))
         except LockTimeout:
-            raise self._unreachable("no time left to refresh the lease at %s" % client.endpoint)
+            raise self._unreachable("no time left for %s at %s" % (what, client.endpoint))
 
     def _fresh_lease(self, deadline):
         """Grant the lease; when its answer came late (an election in the cluster: the request waited
@@ -369,7 +370,8 @@ class EtcdVgLock(VgLock):
             sent = self._grant(deadline)
             if time.monotonic() - sent <= self.lease_ttl / 3.0:
                 return sent
-            sent, ttl = self._refresh(self.lease_id, deadline)
+            sent = time.monotonic()
+            ttl = self._ask("refreshing the lease", deadline, lambda client: client.refresh_lease(self.lease_id))
             if ttl > 0:
                 self.lease_ttl = ttl
                 return sent
@@ -386,11 +388,7 @@ class EtcdVgLock(VgLock):
         try:
             session = _sessions.get(key)
             if session is not None and not session.lost and session.left()[0] < session.ttl / 2.0:
-                sent, ttl = self._refresh(session.lease_id, deadline)
-                if ttl > 0:
-                    session.renewed(sent, ttl)
-                else:
-                    session.mark_lost("the lease %x expired (etcd answered TTL %d)" % (session.lease_id, ttl))
+                self._ask("refreshing the lease", deadline, session.refresh_with)  # lost if it is gone
             if session is None or session.lost:
                 sent = self._fresh_lease(deadline)
                 session = LeaseSession(key, self.lease_id, self.lease_ttl, sent + self.lease_ttl, self._client)
