@@ -7,8 +7,8 @@ Starts its own etcd on 127.0.0.1 (Debian etcd-server), like the tests. In one ru
 - contended throughput: --procs processes (default 4) each taking the lock --per-proc times;
 - the local lock-file backend, for scale.
 Goals (issue 12): lock p50 <= 2 x the baseline p50, contention >= 200 locks/s with 4 processes.
-A lock is three requests once a process has connected (grant, the transaction, revoke: its key goes
-with the lease); the baseline is two.
+A lock is two requests once a process has its lease (the transaction, the delete guarded by the token;
+the lease is the process's, granted once), like the baseline; both go through EtcdClient's connection.
 Run: python3 bench/bench_etcd_lock.py
 """
 from __future__ import absolute_import, division, print_function

@@ -108,7 +108,7 @@ def test_acquire_release(etcd_server):
         assert lock.held and lock.wait_seconds < 1.0
     assert not lock.held and lock.lease_id is None
     assert raw.get_kv(key) is None
-    assert raw.lease_ttl(lease_id) == -1  # revoked
+    assert raw.lease_ttl(lease_id) > 0  # the process's lease stays for its next lock
     assert lock.release_warning is None
     lock.release()  # idempotent
     with pytest.raises(LockLost):
@@ -210,44 +210,157 @@ def test_mutual_exclusion_between_threads_sharing_the_process_connections(etcd_s
 
 @pytest.fixture
 def requests_sent(monkeypatch):
-    """The API path of every HTTP request the etcd clients send (the watch streams too)."""
+    """The API path of every HTTP request the etcd clients send: their own connection's (requests)
+    and their requests session's (health check, authentication, watch streams)."""
     import requests
 
     paths = []
-    original = requests.Session.request
 
-    def recording(self, method, url, *args, **kwargs):
-        paths.append(url.split("/v3/", 1)[-1])
-        return original(self, method, url, *args, **kwargs)
+    def recorder(original, url_at):
+        def recording(self, *args, **kwargs):
+            paths.append(args[url_at].split("/v3/", 1)[-1])
+            return original(self, *args, **kwargs)
+        return recording
 
-    monkeypatch.setattr(requests.Session, "request", recording)
+    monkeypatch.setattr(etcd_client.EtcdClient, "request", recorder(etcd_client.EtcdClient.request, 0))
+    monkeypatch.setattr(requests.Session, "request", recorder(requests.Session.request, 1))
     return paths
 
 
-def test_a_process_reuses_its_connection_and_a_lock_costs_three_requests(etcd_server, requests_sent):
-    """Uncontended acquire + release after the first: grant, the transaction, revoke (its key goes with
-    the lease). No connect and health check per lock, no separate delete."""
+def test_a_process_reuses_its_connection_and_lease_and_a_lock_costs_two_requests(etcd_server, requests_sent):
+    """Uncontended acquire + release after the first: the transaction and the guarded delete. No
+    connect and health check, no lease grant or revoke per lock: one lease for them all."""
     settings = settings_for(etcd_server)
-    with make_vg_lock(settings, "vg0", "first"):
-        pass
+    with make_vg_lock(settings, "vg0", "first") as first:
+        lease_id = first.lease_id
     del requests_sent[:]
     for _round in range(5):
         lock = make_vg_lock(settings, "vg0", "again")
         with lock:
-            key, lease_id = lock.key, lock.lease_id
+            key = lock.key
+            assert lock.lease_id == lease_id
         raw = etcd_client.connect(settings)
-        assert raw.get_kv(key) is None and raw.lease_ttl(lease_id) == -1  # released: key and lease gone
+        assert raw.get_kv(key) is None and raw.lease_ttl(lease_id) > 0  # released: key gone, lease kept
         raw.close()
         requests_sent[-4:] = []  # the checks above (status, range, range, timetolive)
-    assert requests_sent == ["lease/grant", "kv/txn", "kv/lease/revoke"] * 5, requests_sent
+    assert [path for path in requests_sent if path != "lease/keepalive"] == ["kv/txn", "kv/txn"] * 5, requests_sent
+
+
+# -- the process's lease ----------------------------------------------------------------------------
+
+
+def test_successive_locks_of_a_process_are_granted_one_lease(etcd_server, requests_sent):
+    """N locks one after the other, on several VGs: one lease grant in all, the same lease each time."""
+    settings = settings_for(etcd_server, lock_ttl=7)  # a TTL of its own: no session of other tests
+    leases = set()
+    for number in range(6):
+        with make_vg_lock(settings, "vg%d" % (number % 3), "h") as lock:
+            lock.ensure_held()
+            leases.add(lock.lease_id)
+    assert len(leases) == 1
+    assert requests_sent.count("lease/grant") == 1 and "kv/lease/revoke" not in requests_sent
+
+
+def test_two_threads_on_two_vgs_share_the_lease_and_one_release_leaves_the_other_held(etcd_server):
+    settings = settings_for(etcd_server)
+    raw = etcd_client.connect(settings)
+    first, second = make_vg_lock(settings, "vg1", "a"), make_vg_lock(settings, "vg2", "b")
+    errors = []
+
+    def hold(lock, release):
+        try:
+            lock.acquire()
+            release.wait(10)
+            lock.release()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    go_first, go_second = threading.Event(), threading.Event()
+    threads = [threading.Thread(target=hold, args=(first, go_first)),
+               threading.Thread(target=hold, args=(second, go_second))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while not (first.held and second.held) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first.held and second.held and first.lease_id == second.lease_id
+    go_second.set()
+    threads[1].join(10)
+    assert not second.held and raw.get_kv(second.key) is None
+    first.ensure_held()  # still ours, its lease alive
+    assert raw.get_kv(first.key)["create_revision"] == first.token
+    go_first.set()
+    threads[0].join(10)
+    assert errors == [] and raw.get_kv(first.key) is None
+    raw.close()
+
+
+def test_a_second_lock_of_the_process_on_the_same_vg_waits_for_the_first(etcd_server):
+    """Same VG, same process, same lease: the key on our lease is not taken for this lock's own."""
+    settings = settings_for(etcd_server)
+    with make_vg_lock(settings, "vg0", "host1:first") as first:
+        second = make_vg_lock(dict(settings, lock_timeout=0.3), "vg0", "host1:second")
+        with pytest.raises(LockTimeout) as info:
+            second.acquire()
+        assert "host1:first" in str(info.value) and not second.held
+        first.ensure_held()
+
+
+def test_a_lost_lease_fences_every_lock_on_it_and_the_next_lock_gets_a_new_one(etcd_server):
+    settings = settings_for(etcd_server, lock_ttl=3)  # keepalive every second
+    raw = etcd_client.connect(settings)
+    one, two = make_vg_lock(settings, "vg1", "a"), make_vg_lock(settings, "vg2", "b")
+    one.acquire()
+    two.acquire()
+    lease_id = one.lease_id
+    assert two.lease_id == lease_id
+    raw.revoke_lease(lease_id)  # behind the process's back: its keys go with it
+    time.sleep(1.5)  # the next keepalive learns it
+    for lock in (one, two):
+        with pytest.raises(LockLost) as info:
+            lock.ensure_held()
+        assert "expired" in str(info.value) and "NOT run" in str(info.value)
+        lock.release()  # safe: nothing of ours is left
+        assert lock.release_warning is None
+    with make_vg_lock(settings, "vg1", "c") as again:
+        assert again.lease_id != lease_id
+        again.ensure_held()
+    raw.close()
+
+
+def test_a_lease_revoked_unnoticed_is_replaced_at_acquire(etcd_server):
+    """etcd refuses a put on a lease it no longer knows: the lock takes a new lease and goes on."""
+    settings = settings_for(etcd_server, lock_ttl=9)
+    with make_vg_lock(settings, "vg0", "a") as lock:
+        lease_id = lock.lease_id
+    raw = etcd_client.connect(settings)
+    raw.revoke_lease(lease_id)  # the keepalive is due in ~3 s: it has not seen it yet
+    with make_vg_lock(settings, "vg0", "b") as lock:
+        assert lock.lease_id != lease_id and lock.wait_seconds < 1.0
+        lock.ensure_held()
+    raw.close()
+
+
+def test_close_sessions_revokes_the_process_lease(etcd_server):
+    from ansible_collections.sltv.core.plugins.module_utils.locking import etcd_lock
+
+    settings = settings_for(etcd_server, lock_ttl=8)
+    with make_vg_lock(settings, "vg0", "a") as lock:
+        lease_id = lock.lease_id
+    etcd_lock.close_sessions()  # what the process does at exit
+    raw = etcd_client.connect(settings)
+    assert raw.lease_ttl(lease_id) == -1
+    raw.close()
+    with make_vg_lock(settings, "vg0", "b") as lock:  # a new one
+        assert lock.lease_id != lease_id
 
 
 def test_a_forked_child_never_uses_its_parents_connections(etcd_server):
     """The pool is per process: a child made by fork connects on its own (the parent's sockets and
     keepalive threads are not its own) and locks and releases normally."""
     settings = settings_for(etcd_server, lock_timeout=5)
-    with make_vg_lock(settings, "vg0", "parent"):
-        pass
+    with make_vg_lock(settings, "vg0", "parent") as parent:
+        parent_lease = parent.lease_id
     idle = etcd_client.idle_client(etcd_client.pool_key(settings))
     assert idle is not None  # the parent has one idle
     etcd_client.give_back(idle)
@@ -260,6 +373,7 @@ def test_a_forked_child_never_uses_its_parents_connections(etcd_server):
         with make_vg_lock(settings, "vg0", "child") as lock:
             lock.ensure_held()
             results.put(lock.token)
+            results.put(lock.lease_id)
 
     proc = fork.Process(target=child)
     proc.start()
@@ -267,8 +381,10 @@ def test_a_forked_child_never_uses_its_parents_connections(etcd_server):
     assert proc.exitcode == 0
     assert results.get(timeout=5) is True
     assert results.get(timeout=5) > 0
+    assert results.get(timeout=5) != parent_lease  # nor its lease
     with make_vg_lock(settings, "vg0", "parent-again") as lock:  # the parent's connection still works
         lock.ensure_held()
+        assert lock.lease_id == parent_lease
 
 
 def test_waiter_wakes_promptly(etcd_server, watch_results):
@@ -309,16 +425,48 @@ def test_release_before_watch_is_not_missed(etcd_server, monkeypatch):
     original = etcd_client.EtcdClient.wait_for_delete
     results = []
 
-    def release_first(self, key, start_revision, timeout):
+    def release_first(self, key, start_revision, timeout, settle=0.0):
         if holder.held:
             holder.release()  # the delete now lies in the past of the watch
-        results.append(original(self, key, start_revision, timeout))
+        results.append(original(self, key, start_revision, timeout, settle))
         return results[-1]
 
     monkeypatch.setattr(etcd_client.EtcdClient, "wait_for_delete", release_first)
     with make_vg_lock(settings, "vg0", "waiter") as waiter:
         assert waiter.wait_seconds < 0.5
     assert results == [True]  # seen from the watch history, no 1 s slice wasted
+
+
+def test_a_settling_waiter_sees_the_key_taken_again_and_waits_for_the_next_delete(etcd_server):
+    """After a delete, wait_for_delete(settle=...) waits that long for someone else's put; when one
+    comes, it returns only at the next delete (no transaction in between), else after the settle."""
+    raw = etcd_client.connect(settings_for(etcd_server))
+    key = unique_prefix() + "/locks/vg/vg0"
+    for retaken in (True, False):
+        start = etcd_client.header_revision(raw.txn(etcd_client.txn_body([], [etcd_client.request_put(key, "a")]))) + 1
+        waiter = raw.clone()
+        woken = {}
+
+        def wait():
+            woken["result"] = waiter.wait_for_delete(key, start, 5.0, settle=0.5)
+            woken["at"] = time.monotonic()
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.2)  # watching by now
+        deleted_at = time.monotonic()
+        raw.delete(key)
+        if retaken:
+            raw.txn(etcd_client.txn_body([], [etcd_client.request_put(key, "b")]))  # within the settle
+            time.sleep(1.0)
+            assert "at" not in woken  # still waiting: the key is taken
+            deleted_at = time.monotonic()
+            raw.delete(key)
+        thread.join(5)
+        assert woken["result"] is True
+        assert 0.45 <= woken["at"] - deleted_at < 1.0  # the settle after the last delete
+        waiter.close()
+    raw.close()
 
 
 def test_timeout_names_holder(etcd_server):

@@ -302,7 +302,7 @@ class LvmStorage(Storage):
     def _release(self, lock, vg):
         """Give the VG lock back; an etcd lock off the extend's path.
 
-        Its release is two etcd requests after lvextend has run: nothing is left to protect, so the
+        Its release is an etcd request after lvextend has run: nothing is left to protect, so the
         extend's latency need not include them. Other hosts see the key go as soon as it would
         otherwise; this agent's next extend (or close) waits for it first."""
         if self.config.lock["lock_backend"] != "etcd":

@@ -3,21 +3,32 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The etcd backend of the VG lock: a key owned by a lease, created by a transaction.
 
-* acquire: grant a lease (TTL ``lock_ttl``) kept alive by a daemon thread, then loop on the
-  transaction ``if create_revision(key) == 0 then put(key, value, lease) else range(key)``.
-  Success: the key's create revision is the fencing token. Failure: watch the key for its
-  deletion from the revision right after the failed transaction, so a release that happens
-  between the transaction and the watch is still seen.
+* the lease: one per process and settings (connection, ``lock_ttl``), shared by the process's locks
+  (``LeaseSession``): granted by its first lock, kept alive by one daemon thread that tracks until
+  when it surely lives, revoked at exit. A lock starts only on a lease whose keepalive is on time
+  (else it is refreshed first, or a new one granted). Once lost (expired, or its keepalive failed
+  until it would have expired) it stays lost, and every lock on it is lost: the next lock gets a new
+  lease. A forked child never uses its parent's.
+* acquire: loop on the transaction ``if create_revision(key) == 0 then put(key, value, lease) else
+  range(key)``. Success: the key's create revision is the fencing token. Failure: watch the key for
+  its deletion from the revision right after the failed transaction, so a release that happens
+  between the transaction and the watch is still seen. After a delete, a waiter first gives the
+  others a few ms (``SETTLE``) and waits on if one of them puts the key: no herd of doomed
+  transactions after each release.
 * ensure_held (before every lvm command): the lease must still have a safety margin left, both
   by the local clock (time of the last successful keepalive) and by etcd (the key is ours and
   the lease's remaining TTL is large enough). Otherwise LockLost: another host may already hold
   the VG, so the command must not run.
-* release: revoke the lease. etcd deletes the keys attached to it in the same step: our key,
-  never someone else's (a key created by another holder is on that holder's lease). One request
-  (it was a guarded delete plus a revoke).
+* release: delete the key if its create revision is still our token (someone else's key, made
+  after ours went, has another one). The lease stays for the process's next lock. When that delete
+  fails (etcd unreachable) the lease is given up (marked lost, no more keepalives): the key goes
+  with it within ``lock_ttl``, as it did when each lock had its own lease.
+* ours: the value carries a random ``lock`` id, so a transaction of ours that was applied but
+  whose answer was lost is recognised as ours (value and lease), never another lock of the same
+  process on the same lease.
 * connections: a process reuses its idle connected clients (``etcd_client.pooled_client``): no
-  new TCP connection and health check per lock. The lease stays one per lock (granted at acquire,
-  revoked at release), so a lock's lifetime and fencing are exactly its own.
+  new TCP connection and health check per lock. Once a process has its lease, a lock costs two
+  requests (the transaction and the delete), as little as any etcd lock can.
 * every request (the keepalive's too) fails over to the next member of ``etcd_endpoints`` when the
   one in use cannot be reached (``etcd_client``): the lease, the key and its revision live in the
   cluster, so a lock survives losing one member of a healthy cluster (a rolling restart).
@@ -29,20 +40,24 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import atexit
 import datetime
 import json
 import math
 import os
+import random
 import re
 import socket
 import threading
 import time
+import uuid
 
 from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import LOCK_SETTINGS_DEFAULTS, MIN_LOCK_TTL as MIN_TTL, VgLock
 from ansible_collections.sltv.core.plugins.module_utils.errors import LockError, LockLost, LockTimeout
 from ansible_collections.sltv.core.plugins.module_utils.infra import etcd_client
 from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import (
     compare_create_revision,
+    compare_value,
     first_range_kv,
     header_revision,
     request_delete,
@@ -55,6 +70,11 @@ from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import
 # Longest single wait on the watch before the transaction is tried again (in case the watch
 # stream died silently): bounds how long a lost wakeup could delay us.
 WATCH_SLICE = 1.0
+# After a release, a waiter that has waited less than WATCH_SLICE first gives the others this long
+# (random in the range) to take the key: when one does, the rest see it taken and wait on instead of
+# all sending a transaction, all but one doomed (on 2 cores that herd halved the hand-off rate). One
+# that waited longer tries at once, so that a process re-locking in a loop cannot starve it.
+SETTLE = (0.0, 0.008)
 
 _VG_RE = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*\Z")
 
@@ -118,9 +138,124 @@ def holder_value(holder, vg):
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "acquired": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "lock": uuid.uuid4().hex[:16],  # this acquire's own: see 'ours' in the module docstring
         },
         sort_keys=True,
     )
+
+
+# -- the process's leases ---------------------------------------------------------------------
+
+
+class LeaseSession(object):
+    """A lease of this process shared by its locks with the same settings (see the module docstring).
+
+    ``left()`` says how long it surely lives by the local clock: etcd started each TTL after the
+    request that gave it was sent."""
+
+    def __init__(self, key, lease_id, ttl, valid_until, source):
+        self.key = key
+        self.lease_id = lease_id
+        self.ttl = ttl
+        self.interval = ttl / 3.0
+        self._source = source  # the lock's client that granted it: the keepalive uses a copy
+        self._state = threading.Lock()
+        self._valid_until = valid_until
+        self.lost = None  # why, once it is
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keepalive, name="sltv-etcd-lease-%x" % lease_id)
+        self._thread.daemon = True
+        self._thread.start()
+
+    def left(self):
+        """(seconds the lease surely lives still, None) or (0, why it is lost)."""
+        with self._state:
+            if self.lost:
+                return 0.0, self.lost
+            return self._valid_until - time.monotonic(), None
+
+    def renewed(self, sent, ttl):
+        """A refresh sent at ``sent`` was answered ``ttl``."""
+        with self._state:
+            if not self.lost:
+                self._valid_until = sent + ttl
+
+    def mark_lost(self, why):
+        """For good: the keepalive stops, so the lease and any key on it expire within its TTL."""
+        with self._state:
+            if not self.lost:
+                self.lost = why
+        self._stop.set()
+
+    def refresh_with(self, client):
+        """Refresh through ``client`` (errors go to the caller); False and lost if it is gone."""
+        sent = time.monotonic()
+        ttl = client.refresh_lease(self.lease_id)
+        if ttl <= 0:
+            self.mark_lost("the lease %x expired (etcd answered TTL %d)" % (self.lease_id, ttl))
+            return False
+        self.renewed(sent, ttl)
+        return True
+
+    def _keepalive(self):
+        # The first refresh comes sooner when less than a whole lease is known to be left.
+        wait = max(0.0, min(self.interval, self.left()[0] - (self.ttl - self.interval)))
+        client = None
+        try:
+            while not self._stop.wait(wait):
+                try:
+                    if client is None:  # own HTTP session: requests sessions are not for sharing
+                        client = self._source.clone(timeout=max(0.2, self.interval))
+                    if not self.refresh_with(client):
+                        return
+                except Exception as exc:
+                    # A passing etcd hiccup: retry soon while the lease surely still lives.
+                    # ensure_held() checks etcd itself before every lvm command, so this
+                    # never hides a gap; once the local bound is past, the lease is lost.
+                    if self.left()[0] <= 0:
+                        self.mark_lost("refreshing the lease failed until it expired: %s"
+                                       % (client or self._source).describe(exc))
+                        return
+                    wait = min(self.interval, 0.25)
+                    continue
+                wait = self.interval
+        finally:
+            if client is not None:
+                client.close()
+
+    def close(self):
+        """Stop the keepalive and revoke the lease (bounded, best effort: else it expires)."""
+        self.mark_lost("this process closed its etcd lease")
+        client = self._source.clone(timeout=1.0)
+        try:
+            client.revoke_lease(self.lease_id)
+        except etcd_client.etcd_errors():
+            pass
+        client.close()
+
+
+_sessions = {}  # (pool key, lock_ttl) -> LeaseSession
+_sessions_guard = threading.Lock()
+
+
+def _reset_sessions_after_fork():
+    """A forked child never uses its parent's leases (their keepalive threads did not come with it)."""
+    global _sessions, _sessions_guard  # pylint: disable=global-statement
+    _sessions, _sessions_guard = {}, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_sessions_after_fork)
+
+
+@atexit.register
+def close_sessions():
+    """Revoke this process's leases: at exit, or to start afresh."""
+    with _sessions_guard:
+        sessions = [session for session in _sessions.values() if not session.lost]
+        _sessions.clear()
+    for session in sessions:
+        session.close()
 
 
 class EtcdVgLock(VgLock):
@@ -142,11 +277,9 @@ class EtcdVgLock(VgLock):
         self.margin = safety_margin(ttl)
         self.release_warning = None  # set when release could not clean up (lease expiry will)
         self._client = None
-        self._state = threading.Lock()
-        self._stop = None
-        self._thread = None
-        self._valid_until = None  # monotonic time until which the lease surely lives
-        self._lost = None  # why the lock is lost, once it is
+        self._session = None
+        self._value = None  # the value our transaction puts
+        self._unanswered = False  # a transaction of ours may have been applied without our knowing
 
     @classmethod
     def from_settings(cls, settings, vg, holder):
@@ -178,13 +311,13 @@ class EtcdVgLock(VgLock):
         started = time.monotonic()
         # Connecting gets at least a little time even with lock_timeout=0.
         deadline = started + max(self.timeout, 0.5)
-        self._lost = None
         self.release_warning = None
+        self._unanswered = False
         self._client = self._connect(deadline)
         try:
             self._acquire(deadline)
         except BaseException:
-            self._cleanup(delete_key=False)
+            self._cleanup()
             raise
         self.wait_seconds = time.monotonic() - started
 
@@ -196,9 +329,9 @@ class EtcdVgLock(VgLock):
         self._client.timeout = max(0.05, min(etcd_client.REQUEST_TIMEOUT, left))
 
     def _grant(self, deadline):
-        """Grant the lock's lease; return when the request was sent. A reused client whose member
-        fails it (gone, no leader: an election) is replaced by a fresh connection, which waits for a
-        healthy member, as a new one always did."""
+        """Grant a lease; return when the request was sent. A reused client whose member fails it
+        (gone, no leader: an election) is replaced by a fresh connection, which waits for a healthy
+        member, as a new one always did."""
         errors = etcd_client.etcd_errors()
         fresh = not getattr(self._client, "reused", False)
         while True:
@@ -218,6 +351,17 @@ class EtcdVgLock(VgLock):
             self._client.pool_key = client.pool_key  # given back to the pool like the one it replaces
             fresh = True
 
+    def _ask(self, what, deadline, call):
+        """``call(client)`` through the lock's client within the deadline, else LockError naming ``what``."""
+        client = self._client
+        try:
+            self._bounded(deadline)
+            return call(client)
+        except etcd_client.etcd_errors() as exc:
+            raise self._unreachable("%s at %s failed: %s" % (what, client.endpoint, client.describe(exc)))
+        except LockTimeout:
+            raise self._unreachable("no time left for %s at %s" % (what, client.endpoint))
+
     def _fresh_lease(self, deadline):
         """Grant the lease; when its answer came late (an election in the cluster: the request waited
         for the new leader), refresh it once at once, so that the lock starts with a whole lease
@@ -226,46 +370,61 @@ class EtcdVgLock(VgLock):
             sent = self._grant(deadline)
             if time.monotonic() - sent <= self.lease_ttl / 3.0:
                 return sent
-            client = self._client
-            try:
-                self._bounded(deadline)
-                sent = time.monotonic()
-                ttl = client.refresh_lease(self.lease_id)
-            except etcd_client.etcd_errors() as exc:
-                raise self._unreachable("refreshing the lease at %s failed: %s" % (client.endpoint, client.describe(exc)))
-            except LockTimeout:
-                raise self._unreachable("no time left to refresh the lease at %s" % client.endpoint)
+            sent = time.monotonic()
+            ttl = self._ask("refreshing the lease", deadline, lambda client: client.refresh_lease(self.lease_id))
             if ttl > 0:
                 self.lease_ttl = ttl
                 return sent
             self.lease_id = None  # expired while its answer was on the way: a new one
 
-    def _acquire(self, deadline):
-        sent = self._fresh_lease(deadline)
-        client = self._client
-        errors = etcd_client.etcd_errors()
-        self._valid_until = sent + self.lease_ttl
-        self.margin = safety_margin(self.lease_ttl)
-        self._start_keepalive()
-
-        value = holder_value(self.holder, self.vg)
-        txn = txn_body(
+    def _take_session(self, deadline):
+        """Put the lock on the process's lease for its settings: granted when there is none or it is
+        lost; refreshed first when its keepalive is behind (less than half of it known to be left;
+        the keepalive keeps two thirds), so that a lock always starts with most of a lease."""
+        key = (self._client.pool_key, self.ttl)
+        guard = _sessions_guard
+        if not guard.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise self._unreachable("another thread of this process was granting the lease until the deadline")
+        try:
+            session = _sessions.get(key)
+            if session is not None and not session.lost and session.left()[0] < session.ttl / 2.0:
+                self._ask("refreshing the lease", deadline, session.refresh_with)  # lost if it is gone
+            if session is None or session.lost:
+                sent = self._fresh_lease(deadline)
+                session = LeaseSession(key, self.lease_id, self.lease_ttl, sent + self.lease_ttl, self._client)
+                _sessions[key] = session
+        finally:
+            guard.release()
+        self._session = session
+        self.lease_id, self.lease_ttl = session.lease_id, session.ttl
+        self.margin = safety_margin(session.ttl)
+        return txn_body(
             [compare_create_revision(self.key, 0)],
-            [request_put(self.key, value, self.lease_id)],
+            [request_put(self.key, self._value, self.lease_id)],
             [request_range(self.key)],
         )
+
+    def _acquire(self, deadline):
+        started = time.monotonic()
+        self._value = holder_value(self.holder, self.vg)
+        txn = self._take_session(deadline)
+        client = self._client
+        errors = etcd_client.etcd_errors()
         current = None
         last_error = None
         while True:
-            if self._lost:
-                raise LockError("cannot lock VG %s: %s. Nothing was changed." % (self.vg, self._lost))
+            if self._session.lost:
+                txn = self._take_session(deadline)  # a new lease (none of our keys is on it yet)
             try:
                 self._bounded(deadline)
                 response = client.txn(txn)
             except LockTimeout:
                 break
             except errors as exc:
+                self._unanswered = True
                 last_error = client.describe(exc)
+                if "requested lease not found" in last_error:  # revoked behind our back
+                    self._session.mark_lost("etcd does not know the lease %x" % self.lease_id)
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
                 if time.monotonic() >= deadline:
                     break
@@ -277,7 +436,7 @@ class EtcdVgLock(VgLock):
                 self.token = header_revision(response)
                 return
             kv = first_range_kv(response)
-            if kv and kv["lease"] == self.lease_id:
+            if kv and kv["lease"] == self.lease_id and kv["value"] == self._value.encode("utf-8"):
                 # An earlier txn of ours was applied but its answer was lost (timeout): ours.
                 self.token = kv["create_revision"]
                 return
@@ -286,7 +445,8 @@ class EtcdVgLock(VgLock):
             if left <= 0:
                 break
             # Watch from the revision after the failed txn: a delete after it cannot be missed.
-            client.wait_for_delete(self.key, header_revision(response) + 1, min(WATCH_SLICE, left))
+            settle = random.uniform(*SETTLE) if time.monotonic() - started < WATCH_SLICE else 0.0
+            client.wait_for_delete(self.key, header_revision(response) + 1, min(WATCH_SLICE, left), settle)
 
         if last_error:
             raise self._unreachable("etcd at %s stopped answering: %s" % (client.endpoint, last_error))
@@ -295,87 +455,6 @@ class EtcdVgLock(VgLock):
             "Nothing was changed. Retry later; if that holder is dead its lease expires within "
             "its lock_ttl; or raise lock_timeout." % (self.timeout, self.vg, self.key, current or "(unknown)")
         )
-
-    # -- keepalive ----------------------------------------------------------------------------
-
-    def _start_keepalive(self):
-        self._stop = threading.Event()
-        interval = self.lease_ttl / 3.0
-        self._thread = threading.Thread(
-            target=self._keepalive, args=(self._client, self.lease_id, interval, self._stop),
-            name="sltv-etcd-keepalive-%s" % self.vg,
-        )
-        self._thread.daemon = True
-        self._thread.start()
-
-    @staticmethod
-    def _keepalive_client(source, timeout):
-        """Own client (own HTTP session): requests sessions are not meant to be shared by threads.
-        Taken at the first refresh (most locks are given back before one is due): an idle one of
-        the process, else a copy of the lock's (same member, same token)."""
-        key = getattr(source, "pool_key", None)
-        client = etcd_client.idle_client(key, timeout) if key else None
-        return client or source.clone(timeout=timeout)
-
-    def _next_refresh(self, interval):
-        """Seconds until the next keepalive: ``interval`` after the last one, sooner when less of the
-        lease is known to be left (a grant answered late, a refresh that failed)."""
-        with self._state:
-            left = self._valid_until - time.monotonic() if self._valid_until is not None else 0.0
-        return max(0.0, min(interval, left - (self.lease_ttl - interval)))
-
-    def _keepalive(self, source, lease_id, interval, stop):
-        wait = self._next_refresh(interval)
-        client = None
-        healthy = True
-        try:
-            while not stop.wait(wait):
-                sent = time.monotonic()
-                try:
-                    if client is None:
-                        client = self._keepalive_client(source, max(0.2, interval))
-                    ttl = client.refresh_lease(lease_id)
-                except Exception as exc:
-                    # A passing etcd hiccup: retry soon while the lease surely still lives.
-                    # ensure_held() checks etcd itself before every lvm command, so this
-                    # never hides a gap; once the local bound is past, the lock is lost.
-                    with self._state:
-                        expired = self._valid_until is None or time.monotonic() >= self._valid_until
-                    healthy = False
-                    if expired:
-                        self._mark_lost("refreshing the lease failed until it expired: %s"
-                                        % (client or source).describe(exc))
-                        return
-                    wait = min(interval, 0.25)
-                    continue
-                healthy = True
-                if ttl <= 0:
-                    self._mark_lost("the lease %x expired (etcd answered TTL %d)" % (lease_id, ttl))
-                    return
-                wait = interval
-                with self._state:
-                    if not self._lost:
-                        # etcd started the new TTL after we sent: sent + ttl is a safe bound.
-                        self._valid_until = sent + ttl
-        finally:
-            if client is not None and healthy:
-                etcd_client.give_back(client)
-            elif client is not None:
-                client.close()
-
-    def _mark_lost(self, why):
-        with self._state:
-            if not self._lost:
-                self._lost = why
-            self._valid_until = None
-
-    def _stop_keepalive(self):
-        if self._stop is not None:
-            self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=etcd_client.REQUEST_TIMEOUT + 1)
-        self._thread = None
-        self._stop = None
 
     # -- ensure_held --------------------------------------------------------------------------
 
@@ -387,12 +466,10 @@ class EtcdVgLock(VgLock):
         )
 
     def _local_left(self):
-        with self._state:
-            if self._lost:
-                raise self._fenced(self._lost)
-            if self._valid_until is None:
-                raise self._fenced("the lease is not being kept alive")
-            return self._valid_until - time.monotonic()
+        left, lost = self._session.left()
+        if lost:
+            raise self._fenced(lost)
+        return left
 
     def ensure_held(self):
         if self.token is None or self._client is None:
@@ -429,40 +506,39 @@ class EtcdVgLock(VgLock):
         """Give the lock back. Never raises for etcd problems: the lease expiry frees the key."""
         if self._client is None:
             return
-        self._cleanup(delete_key=True)
+        self._cleanup()
 
-    def _cleanup(self, delete_key):
-        self._stop_keepalive()
+    def _cleanup(self):
+        """Delete our key: the one with our token, or (acquire failed) the one a transaction of ours
+        may have created unbeknown to us. The process's lease stays for its next lock."""
         client, self._client = self._client, None
-        token, lease_id = self.token, self.lease_id
-        self.token = None
+        session, self._session = self._session, None
+        token, self.token = self.token, None
         self.lease_id = None
-        self._valid_until = None
-        warnings = []
         if client is None:
+            return
+        if token is not None:
+            guard = compare_create_revision(self.key, token)  # someone else's key has another
+        elif self._unanswered and session is not None:
+            guard = compare_value(self.key, self._value)  # our value is ours alone
+        else:
+            etcd_client.give_back(client)
             return
         client.timeout = 2.0  # bounded: release runs on error paths too
         try:
-            if lease_id is not None:
-                # Revoking the lease deletes our key with it (delete_key or not: a txn of ours may
-                # have created it although its answer was lost), and only ours: a key another
-                # holder created after ours went is on that holder's lease.
-                client.revoke_lease(lease_id)
-            elif delete_key and token is not None:
-                # Delete only our own key: someone else's has another create revision.
-                client.txn(txn_body([compare_create_revision(self.key, token)], [request_delete(self.key)]))
+            client.txn(txn_body([guard], [request_delete(self.key)]))
         except etcd_client.etcd_errors() as exc:
-            # etcd down or hung: one failure is enough, do not wait on a second request.
-            warnings.append("etcd at %s: %s" % (client.endpoint, client.describe(exc)))
-        if warnings:
+            # etcd down or hung: one failure is enough, do not wait on a second request. Our key
+            # may stay: give the lease up so that it goes within the TTL (and our other locks on
+            # it are fenced, which is safe).
+            session.mark_lost("releasing the lock on VG %s failed, so the lease is left to expire" % self.vg)
             client.close()  # it may be stuck on a bad member: not for the next lock
-        else:
-            etcd_client.give_back(client)
-        if warnings:
             self.release_warning = (
-                "etcd lock on VG %s not cleanly released (%s); it frees itself when the lease expires "
-                "within %s s" % (self.vg, "; ".join(warnings), self.lease_ttl or self.ttl)
+                "etcd lock on VG %s not cleanly released (etcd at %s: %s); it frees itself when the lease "
+                "expires within %s s" % (self.vg, client.endpoint, client.describe(exc), session.ttl)
             )
+            return
+        etcd_client.give_back(client)
 
     @property
     def held(self):

@@ -149,6 +149,84 @@ def test_every_member_down_raises_after_trying_each_once():
     client.close()
 
 
+# -- the client's own connection ----------------------------------------------------------------
+
+
+@pytest.fixture
+def keepalive_server():
+    """An HTTP/1.1 server answering JSON; counts connections; ``close_idle`` makes it close each
+    connection after its answer (an idle timeout), ``status`` sets the next answers' HTTP status."""
+    import http.server
+    import json
+
+    state = {"connections": 0, "close_idle": False, "status": 200, "tokens": []}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self):
+            state["connections"] += 1
+            http.server.BaseHTTPRequestHandler.setup(self)
+
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            state["tokens"].append(self.headers.get("Authorization"))
+            body = json.dumps({"header": {"revision": "7"}, "kvs": [], "message": "boom"}).encode("utf-8")
+            self.send_response(state["status"])
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            if state["close_idle"]:
+                self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    yield "http://127.0.0.1:%d" % server.server_address[1], state
+    server.shutdown()
+    thread.join()
+    server.server_close()
+
+
+def test_requests_share_one_kept_alive_connection(keepalive_server):
+    url, state = keepalive_server
+    client = etcd_client.EtcdClient(url, timeout=2.0)
+    client.session.headers["Authorization"] = "tok"  # where authenticate() puts the token
+    for _round in range(5):
+        assert client.get_kv("/k") is None
+    assert state["connections"] == 1 and state["tokens"] == ["tok"] * 5
+    client.close()
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_error(keepalive_server):
+    url, state = keepalive_server
+    state["close_idle"] = True
+    client = etcd_client.EtcdClient(url, timeout=2.0)
+    for _round in range(3):
+        assert client.get_kv("/k") is None
+        time.sleep(0.05)  # the server's close has arrived
+    assert state["connections"] == 3
+    client.close()
+
+
+def test_an_http_error_keeps_etcds_text_and_the_connection(keepalive_server):
+    url, state = keepalive_server
+    state["status"] = 500
+    client = etcd_client.EtcdClient(url, timeout=2.0)
+    with pytest.raises(etcd3gw_exceptions.InternalServerError) as info:
+        client.get_kv("/k")
+    assert etcd_client.describe_error(info.value) == "boom"
+    state["status"] = 200
+    assert client.get_kv("/k") is None and state["connections"] == 1
+    client.close()
+
+
 # -- the pool of idle clients ---------------------------------------------------------------------
 
 POOL_SETTINGS = {"etcd_endpoints": ["http://127.0.0.1:1", "http://127.0.0.1:2"]}

@@ -317,3 +317,59 @@ def test_a_lease_granted_late_is_refreshed_before_the_lock_relies_on_it(monkeypa
     assert client.calls == calls
     assert lock.lease_id == lease
     assert clock[0] - started <= lock.lease_ttl / 3.0  # a whole lease known to be left from here
+
+
+class FakeLeaseClient(object):
+    """Grants and refreshes leases on request; refresh answers from ``refresh_ttls`` (default: the TTL)."""
+
+    endpoint = "http://127.0.0.1:2379"
+    pool_key = ("fake",)
+    reused = False
+
+    def __init__(self):
+        self.calls = []
+        self.refresh_ttls = []
+        self.timeout = 5.0
+
+    def grant_lease(self, ttl):
+        self.calls.append("grant")
+        return 200 + len(self.calls), ttl
+
+    def refresh_lease(self, lease_id):
+        self.calls.append(("refresh", lease_id))
+        return self.refresh_ttls.pop(0) if self.refresh_ttls else 30
+
+    def clone(self, timeout=None):
+        return self
+
+    def close(self):
+        pass
+
+
+def test_locks_share_the_process_lease_refreshed_first_when_its_keepalive_is_behind(monkeypatch):
+    from ansible_collections.sltv.core.plugins.module_utils.locking import etcd_lock
+
+    monkeypatch.setattr(etcd_lock, "_sessions", {})
+    client = FakeLeaseClient()
+
+    def take():
+        lock = EtcdVgLock.from_settings(settings(lock_ttl=30), "vg0", "h")
+        lock._client = client  # pylint: disable=protected-access
+        lock._value = "v"  # pylint: disable=protected-access
+        lock._take_session(time.monotonic() + 5)  # pylint: disable=protected-access
+        return lock._session  # pylint: disable=protected-access
+
+    try:
+        first = take()
+        assert take() is first and client.calls == ["grant"]  # one grant for both
+        first._valid_until -= 20  # pylint: disable=protected-access  # 10 s of 30 known: behind
+        assert take() is first and client.calls == ["grant", ("refresh", first.lease_id)]
+        assert first.left()[0] > 25
+        first._valid_until -= 20  # pylint: disable=protected-access
+        client.refresh_ttls = [-1]  # gone meanwhile
+        second = take()
+        assert second is not first and second.lease_id != first.lease_id
+        assert first.lost and "expired" in first.lost and client.calls[-1] == "grant"
+    finally:
+        for session in etcd_lock._sessions.values():  # pylint: disable=protected-access
+            session.mark_lost("test over")
