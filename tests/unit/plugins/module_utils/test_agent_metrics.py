@@ -6,6 +6,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import threading
 
 import pytest
@@ -25,6 +26,9 @@ try:
     from urllib.request import urlopen
 except ImportError:  # Python 2: the agent needs Python 3
     HTTPError = urlopen = None
+
+# The exposition of populated() as the agent wrote it before prometheus_client (main at e4e16b6), byte for byte.
+FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "agent_metrics_exposition.txt")
 
 
 def family(cls, labels=(), **kwargs):
@@ -140,6 +144,54 @@ def test_render_every_family_once():
             name_labels, value = line.rsplit(" ", 1)
             float(value.replace("+Inf", "inf"))
             assert name_labels.split("{")[0].split("_bucket")[0].startswith("sltv_agent_")
+
+
+def populated():
+    """A Metrics with series in nearly every family: integers, fractions, byte sizes, label values
+    to escape, a value on a bucket bound and one past the last; sltv_agent_refreshes_total and
+    sltv_agent_libvirt_reconnects_total stay empty (HELP and TYPE only)."""
+    metrics = Metrics()
+    metrics.up.set(1)
+    metrics.info.set(1, host="hv1", version="1.0.0")
+    metrics.libvirt_connected.set(1)
+    metrics.etcd_up.set(0)
+    metrics.vg_up.set(1, vg="vg0")
+    metrics.vg_up.set(0, vg="vg1")
+    metrics.vg_metadata_free.set(120 * 2 ** 20 + 4096, vg="vg0")
+    metrics.disks_watched.set(2)
+    plain = dict(vg="vg0", disk="d1", domain="web01")
+    odd = dict(vg="vg0", disk='d"2', domain="w\u00e9b\\02\nx")
+    for labels, physical, allocation in ((plain, 2 * 2 ** 30, 30 * 2 ** 20), (odd, 10 * 2 ** 40, 3 * 2 ** 40 + 12345)):
+        metrics.physical.set(physical, **labels)
+        metrics.allocation.set(allocation, **labels)
+        metrics.cap.set(2 ** 45, **labels)
+        metrics.headroom.set(physical - allocation, **labels)
+    metrics.write_rate.set(1234567.891, **plain)
+    metrics.write_rate.set(0.0, **odd)
+    for phase, value in (("detect", 0.003), ("lock", 0.02), ("lvextend", 0.7), ("total", 1.2), ("total", 31.0),
+                         ("total", 0.005)):
+        metrics.extend_duration.observe(value, phase=phase)
+    metrics.lock_wait.observe(0.5)
+    metrics.extends.inc(vg="vg0", trigger="threshold")
+    metrics.extends.inc(2, vg="vg0", trigger="threshold")
+    metrics.extends.inc(vg="vg0", trigger="sweep")
+    metrics.extends.inc(vg="vg1", trigger="enospc")
+    metrics.extend_failures.inc(vg="vg0", reason="cap")
+    metrics.extend_failures.inc(3, vg="vg0", reason="lock")
+    metrics.events.inc(5, type="block_threshold")
+    metrics.events.inc(type="device_added")
+    metrics.pauses.inc(reason="enospc")
+    metrics.resumes.inc()
+    metrics.errors.inc(2, kind="lvm")
+    metrics.sweeps.inc(7)
+    metrics.sweep_duration.observe(0.12)
+    metrics.sweep_duration.observe(0.3)
+    return metrics
+
+
+def test_exposition_as_before():
+    with open(FIXTURE, "rb") as handle:
+        assert populated().render().encode("utf-8") == handle.read()
 
 
 @pytest.fixture(scope="module")
