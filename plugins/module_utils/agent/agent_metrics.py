@@ -60,7 +60,7 @@ class _Family(object):
         family = self.family_class(self.name, self.help, labels=self.label_names)
         with self._lock:
             for key, value in sorted(self._values.items()):
-                self._add(family, key, value)
+                self._add_series(family, key, value)
         return family
 
 
@@ -77,7 +77,7 @@ class Counter(_Family):
             return self._values.get(self._key(labels), 0)
 
     @staticmethod
-    def _add(family, key, value):
+    def _add_series(family, key, value):
         family.add_metric(key, value)
 
 
@@ -125,7 +125,7 @@ class Histogram(_Family):
             entry = self._values.get(self._key(labels))
             return entry[1][0] if entry else 0
 
-    def _add(self, family, key, value):
+    def _add_series(self, family, key, value):
         counts, (count, total) = value
         buckets = [(_bound(bound), hits) for bound, hits in zip(self.buckets, counts)] + [("+Inf", count)]
         family.add_metric(key, buckets, total)
