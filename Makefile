@@ -48,8 +48,9 @@ STAGE := scripts/stage.sh
 APT := scripts/bootstrap.sh apt
 
 # Debian packages per stage (installed only when missing)
-# libvirt-dev, pkg-config and gcc build libvirt-python (tests/requirements.txt) in .venv
-APT_BASE := git ca-certificates libvirt-dev pkg-config gcc
+# libvirt-dev, pkg-config and gcc build libvirt-python (tests/requirements.txt) in .venv, and
+# libsystemd-dev builds systemd-python (the agent's sd_notify; on Debian 12 it may pull a systemd point release)
+APT_BASE := git ca-certificates libvirt-dev libsystemd-dev pkg-config gcc
 APT_SANITY := shellcheck
 APT_INTEGRATION := lvm2 thin-provisioning-tools dmsetup etcd-server etcd-client qemu-utils \
 	openssl util-linux mount libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86

@@ -20,6 +20,7 @@ import sys
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 try:
     from urllib.request import urlopen
@@ -45,6 +46,16 @@ def agent_env(extra=None):
     env = dict(os.environ, PYTHONPATH=COLLECTIONS_DIR, **TEST_ENV)
     env.update(extra or {})
     return env
+
+
+def scrape(port):
+    """The agent's /metrics as Prometheus reads it: ({(name, labels): value}, the text)."""
+    response = urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5)
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    body = response.read().decode()
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(body) for sample in family.samples}
+    return samples, body
 
 
 def write_config(tmp_path, **values):
@@ -105,13 +116,13 @@ def test_etcd_down_and_a_vg_missing_at_start_run_degraded(tmp_path, loop_vg, lib
     path = write_config(tmp_path, vgs=[loop_vg.name, "vg_not_here"], sweep_interval=0.5, metrics_port=metrics_port,
                         lock=dict(lock_backend="etcd", etcd_endpoints=["http://127.0.0.1:%d" % etcd_port]))
     with ready_agent(tmp_path, path, 20000000, 40) as (proc, notify):
-        body = urlopen("http://127.0.0.1:%d/metrics" % metrics_port, timeout=5).read().decode()
-        assert "sltv_agent_etcd_up 0" in body
-        assert 'sltv_agent_vg_up{vg="vg_not_here"} 0' in body
-        assert 'sltv_agent_vg_up{vg="%s"} 1' % loop_vg.name in body
+        samples, body = scrape(metrics_port)
+        assert samples[("sltv_agent_etcd_up", ())] == 0
+        assert samples[("sltv_agent_vg_up", (("vg", "vg_not_here"),))] == 0
+        assert samples[("sltv_agent_vg_up", (("vg", loop_vg.name),))] == 1
         # the metadata area of the real VG (lvm's default 1 MiB area: about 520,000 bytes free)
-        free = [line for line in body.splitlines() if line.startswith('sltv_agent_vg_metadata_free_bytes{vg="%s"}' % loop_vg.name)]
-        assert free and 400000 < float(free[0].split()[-1]) < 530000, free
+        free = samples.get(("sltv_agent_vg_metadata_free_bytes", (("vg", loop_vg.name),)))
+        assert free and 400000 < free < 530000, body
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         stderr = proc.stderr.read()
@@ -140,10 +151,10 @@ def test_start_ready_metrics_etcd_watchdog_and_clean_stop(tmp_path, loop_vg, etc
             if "WATCHDOG=1" in notify.recv(4096).decode():
                 pings += 1
         assert pings >= 2
-        body = urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
-        assert "sltv_agent_up 1" in body
-        assert "sltv_agent_libvirt_connected 1" in body
-        assert "sltv_agent_etcd_up 1" in body
+        samples, body = scrape(port)
+        assert samples[("sltv_agent_up", ())] == 1
+        assert samples[("sltv_agent_libvirt_connected", ())] == 1
+        assert samples[("sltv_agent_etcd_up", ())] == 1
         assert "# TYPE sltv_agent_extend_duration_seconds histogram" in body
         listed = subprocess.run(["etcdctl", "--endpoints", etcd_server.endpoint, "get", "--prefix", prefix + "/agents/"],
                                 stdout=subprocess.PIPE, universal_newlines=True, check=True,

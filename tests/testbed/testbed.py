@@ -74,6 +74,7 @@ IMAGE_PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "dbus", "openssh-server", "python3", "python3-apt",
     "lvm2", "lvm2-lockd", "sanlock", "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86",
     "qemu-utils", "python3-libvirt", "python3-requests", "python3-etcd3gw", "python3-yaml",
+    "python3-prometheus-client", "python3-systemd",
     "etcd-client", "iproute2", "kmod", "procps", "sudo", "iputils-ping", "netbase", "dnsmasq-base",
     "e2fsprogs", "ca-certificates", "less", "zstd",
 )

@@ -4,9 +4,10 @@
 """``sltv-agent``: start-up checks, logging to the journal, signals, and the agent's main loop.
 
 Exit codes: 0 after SIGTERM/SIGINT, 2 for a bad configuration, 1 when something the agent needs
-is missing at start (libvirt, lvm's archive and backup directories, the metrics port). Every error
-says what to fix. etcd down or a configured VG missing at start is no reason to exit: the agent runs
-degraded (logged, and in its metrics and its etcd record) and catches up when they come back.
+is missing at start (its Python libraries, also with --check-config; libvirt, lvm's archive and
+backup directories, the metrics port). Every error says what to fix. etcd down or a configured VG
+missing at start is no reason to exit: the agent runs degraded (logged, and in its metrics and its
+etcd record) and catches up when they come back.
 The launcher (role sltv.core.sltv_agent) calls ``sys.exit(main())``.
 """
 
@@ -26,13 +27,13 @@ import time
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import parse_agent_config
 from ansible_collections.sltv.core.plugins.module_utils.infra.config_files import load_host_config, read_yaml
 from ansible_collections.sltv.core.plugins.module_utils.model.host_config import HOST_CONFIG_PATH
-from ansible_collections.sltv.core.plugins.module_utils.agent.agent_metrics import Metrics, serve
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_metrics import HAS_PROMETHEUS_CLIENT, Metrics, serve
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_status import STATUS_PATH
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import LvmStorage
 from ansible_collections.sltv.core.plugins.module_utils.agent.lvm_backup_check import check_backup_dirs
 from ansible_collections.sltv.core.plugins.module_utils.errors import SltvError, ValidationError
 from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LVM_COMMAND_TIMEOUT, LvmRunner
-from ansible_collections.sltv.core.plugins.module_utils.infra.sd_notify import Notifier
+from ansible_collections.sltv.core.plugins.module_utils.infra.sd_notify import HAS_SYSTEMD, Notifier
 from ansible_collections.sltv.core.plugins.module_utils.agent.thin_agent import Agent
 
 VERSION = "1.0.0"
@@ -82,6 +83,13 @@ def load_config(path, host_config_path=HOST_CONFIG_PATH):
         except SltvError as exc:
             raise ValidationError("%s: lock: %s" % (path, exc))
     return config
+
+
+def missing_libraries():
+    """The Python libraries of the agent (not of the modules) that do not import, with their Debian package."""
+    wanted = ((HAS_PROMETHEUS_CLIENT, "prometheus_client", "python3-prometheus-client"),
+              (HAS_SYSTEMD, "systemd", "python3-systemd"))
+    return ["%s (Debian: %s)" % (module, package) for present, module, package in wanted if not present]
 
 
 def _etcd_connect(settings):
@@ -136,6 +144,12 @@ def main(argv=None, environ=None):
     except ValidationError as exc:
         sys.stderr.write("sltv-agent: bad configuration: %s\n" % exc)
         return 2
+    missing = missing_libraries()
+    if missing:
+        # before --check-config returns: the role's check of a new configuration fails, not the restart
+        sys.stderr.write("sltv-agent: cannot start: missing Python libraries %s; the role sltv.core.sltv_host "
+                         "installs them\n" % ", ".join(missing))
+        return 1
     if args.check_config:
         sys.stdout.write("config OK: %s\n" % args.config)
         return 0

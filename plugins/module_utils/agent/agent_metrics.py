@@ -1,10 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: sltv.core contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The thin-extend agent's Prometheus metrics: a small registry and the text exposition format.
+"""The thin-extend agent's Prometheus metrics, written by prometheus_client (Debian: python3-prometheus-client).
 
-No client library: hypervisors get the agent from the collection alone. Counters, gauges and
-histograms with labels, thread-safe, served by a stdlib HTTP server on 127.0.0.1 by default.
+The agent keeps its own thread-safe values (counters, gauges and histograms with labels) because it
+reads them back and drops the series of disks it no longer watches; ``Metrics`` is the collector of a
+registry of its own, and prometheus_client writes the text format. Custom families, not
+prometheus_client's Counter/Gauge/Histogram: those add ``_created`` samples (no switch before 0.17,
+Debian 12 has 0.16) and write ``le="1.0"`` where the agent has always written ``le="1"``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -19,31 +22,26 @@ try:
 except ImportError:  # Python 2 (ansible-test imports every module_utils with it); the agent needs Python 3
     BaseHTTPRequestHandler = HTTPServer = ThreadingMixIn = object
 
+try:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+    HAS_PROMETHEUS_CLIENT = True
+except ImportError:  # the agent says so at start (agent_main); the modules do not need it
+    CollectorRegistry = generate_latest = CounterMetricFamily = GaugeMetricFamily = HistogramMetricFamily = None
+    HAS_PROMETHEUS_CLIENT = False
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Text format 0.0.4, whatever the scraper asks for (prometheus_client 0.26's CONTENT_TYPE_LATEST is 1.0.0).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _escape(value):
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(names, values, extra=()):
-    pairs = list(zip(names, values)) + list(extra)
-    if not pairs:
-        return ""
-    return "{%s}" % ",".join('%s="%s"' % (name, _escape(value)) for name, value in pairs)
-
-
-def _number(value):
-    if value == float("inf"):
-        return "+Inf"
-    if float(value).is_integer():
-        return "%d" % value
-    return repr(float(value))
+def _bound(value):
+    """A bucket's ``le`` label as the agent has always written it: 1, not 1.0."""
+    return "%d" % value if float(value).is_integer() else repr(float(value))
 
 
 class _Family(object):
-    kind = None
+    family_class = None
 
     def __init__(self, name, help_text, labels, lock):
         self.name = name
@@ -57,12 +55,17 @@ class _Family(object):
             raise ValueError("metric %s takes labels %s, got %s" % (self.name, self.label_names, sorted(labels)))
         return tuple(str(labels[name]) for name in self.label_names)
 
-    def header(self):
-        return ["# HELP %s %s" % (self.name, self.help), "# TYPE %s %s" % (self.name, self.kind)]
+    def collect(self):
+        """prometheus_client's metric family of the values, series in the order of their label values."""
+        family = self.family_class(self.name, self.help, labels=self.label_names)
+        with self._lock:
+            for key, value in sorted(self._values.items()):
+                self._add_series(family, key, value)
+        return family
 
 
 class Counter(_Family):
-    kind = "counter"
+    family_class = CounterMetricFamily
 
     def inc(self, amount=1, **labels):
         key = self._key(labels)
@@ -73,13 +76,13 @@ class Counter(_Family):
         with self._lock:
             return self._values.get(self._key(labels), 0)
 
-    def lines(self):
-        return ["%s%s %s" % (self.name, _labels(self.label_names, key), _number(value))
-                for key, value in sorted(self._values.items())]
+    @staticmethod
+    def _add_series(family, key, value):
+        family.add_metric(key, value)
 
 
 class Gauge(Counter):
-    kind = "gauge"
+    family_class = GaugeMetricFamily
 
     def set(self, value, **labels):
         key = self._key(labels)
@@ -100,7 +103,7 @@ class Gauge(Counter):
 
 
 class Histogram(_Family):
-    kind = "histogram"
+    family_class = HistogramMetricFamily
 
     def __init__(self, name, help_text, labels, lock, buckets=LATENCY_BUCKETS):
         super(Histogram, self).__init__(name, help_text, labels, lock)
@@ -122,15 +125,10 @@ class Histogram(_Family):
             entry = self._values.get(self._key(labels))
             return entry[1][0] if entry else 0
 
-    def lines(self):
-        out = []
-        for key, (counts, total) in sorted(self._values.items()):
-            for bound, count in zip(self.buckets, counts):
-                out.append("%s_bucket%s %d" % (self.name, _labels(self.label_names, key, [("le", _number(bound))]), count))
-            out.append("%s_bucket%s %d" % (self.name, _labels(self.label_names, key, [("le", "+Inf")]), total[0]))
-            out.append("%s_sum%s %s" % (self.name, _labels(self.label_names, key), repr(float(total[1]))))
-            out.append("%s_count%s %d" % (self.name, _labels(self.label_names, key), total[0]))
-        return out
+    def _add_series(self, family, key, value):
+        counts, (count, total) = value
+        buckets = [(_bound(bound), hits) for bound, hits in zip(self.buckets, counts)] + [("+Inf", count)]
+        family.add_metric(key, buckets, total)
 
 
 class Metrics(object):
@@ -139,6 +137,7 @@ class Metrics(object):
     def __init__(self):
         self._lock = threading.RLock()
         self._families = []
+        self.registry = CollectorRegistry()  # its own: no process, platform or gc collectors
         disk = ("vg", "disk", "domain")
         self.up = self._add(Gauge, "sltv_agent_up", "1 while the agent runs")
         self.info = self._add(Gauge, "sltv_agent_info", "The agent's host and version", ("host", "version"))
@@ -172,19 +171,20 @@ class Metrics(object):
         self.sweeps = self._add(Counter, "sltv_agent_sweeps_total", "Reconciliation sweeps")
         self.sweep_duration = self._add(Histogram, "sltv_agent_sweep_duration_seconds", "Duration of a sweep")
         self.reconnects = self._add(Counter, "sltv_agent_libvirt_reconnects_total", "Reconnections to libvirt")
+        self.registry.register(self)
 
     def _add(self, cls, name, help_text, labels=()):
         family = cls(name, help_text, labels, self._lock)
         self._families.append(family)
         return family
 
-    def render(self):
+    def collect(self):
+        """The registry's collector: every family, read under one lock (a consistent scrape)."""
         with self._lock:
-            lines = []
-            for family in self._families:
-                lines.extend(family.header())
-                lines.extend(family.lines())
-        return "\n".join(lines) + "\n"
+            return [family.collect() for family in self._families]
+
+    def render(self):
+        return generate_latest(self.registry).decode("utf-8")
 
 
 class _ThreadingServer(ThreadingMixIn, HTTPServer):
@@ -193,7 +193,11 @@ class _ThreadingServer(ThreadingMixIn, HTTPServer):
 
 
 def serve(metrics, address, port):
-    """Serve ``/metrics`` in a daemon thread; return the server (``shutdown()`` stops it)."""
+    """Serve ``/metrics`` in a daemon thread; return the server (``shutdown()`` stops it).
+
+    Not prometheus_client's start_http_server: 0.16's returns nothing (no shutdown at stop, no port
+    when bound to port 0), and to Prometheus's Accept header it answers OpenMetrics, gzipped, on any
+    path. This one serves the text format 0.0.4 as the agent always has, and 404 elsewhere."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (the name http.server calls)

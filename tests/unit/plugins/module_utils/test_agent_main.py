@@ -107,6 +107,24 @@ def test_default_config_path():
 
 # -- start-up failures -----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("check_config", [False, True], ids=["start", "check-config"])
+def test_missing_libraries_exit_1_naming_the_packages(tmp_path, capsys, monkeypatch, check_config):
+    monkeypatch.setattr(agent_main, "HAS_PROMETHEUS_CLIENT", False)
+    monkeypatch.setattr(agent_main, "HAS_SYSTEMD", False)
+    argv = ["--config", write(tmp_path, GOOD)] + (["--check-config"] if check_config else [])
+    assert main(argv, environ={}) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert ("sltv-agent: cannot start: missing Python libraries prometheus_client (Debian: python3-prometheus-client), "
+            "systemd (Debian: python3-systemd)") in err
+    monkeypatch.setattr(agent_main, "HAS_SYSTEMD", True)
+    assert agent_main.missing_libraries() == ["prometheus_client (Debian: python3-prometheus-client)"]
+
+
+def test_both_libraries_are_here():
+    assert agent_main.missing_libraries() == []
+
+
 def test_unreachable_etcd_at_start_runs_degraded(tmp_path, capsys, fakes, monkeypatch):
     """Started during an etcd outage: no exit (and no restart loop); it runs, says so, etcd_up is 0."""
     monkeypatch.setattr(agent_main, "ETCD_START_TIMEOUT", 1.0)
@@ -259,6 +277,7 @@ def test_runs_until_sigterm(tmp_path, capsys, fakes, monkeypatch):
             self.stopped = True
 
     monkeypatch.setattr(agent_main, "serve", Server)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))  # where libsystemd's sd_notify sends
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(2)

@@ -1,6 +1,9 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""systemd's notify protocol against datagram sockets the tests bind (a path and an abstract name)."""
+"""systemd's notify protocol against datagram sockets the tests bind (a path and an abstract name).
+
+libsystemd's sd_notify (python3-systemd) reads $NOTIFY_SOCKET from the process environment: the tests
+set it there."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -15,7 +18,7 @@ from ansible_collections.sltv.core.plugins.module_utils.infra.sd_notify import N
 
 
 @pytest.fixture(params=["path", "abstract"])
-def listener(request, tmp_path):
+def listener(request, tmp_path, monkeypatch):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     if request.param == "path":
         address = str(tmp_path / "notify.sock")
@@ -26,6 +29,7 @@ def listener(request, tmp_path):
         sock.bind("\0" + name)
         env = "@" + name
     sock.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", env)
     yield env, sock
     sock.close()
 
@@ -36,7 +40,8 @@ def received(sock):
 
 def test_datagrams_arrive(listener):
     env, sock = listener
-    notifier = Notifier({"NOTIFY_SOCKET": env})
+    notifier = Notifier()
+    assert notifier.address == env
     assert notifier.ready("watching 3 thin disks") is True
     assert received(sock) == ["READY=1", "STATUS=watching 3 thin disks"]
     assert notifier.status("extending vg0/d1") is True
@@ -47,18 +52,23 @@ def test_datagrams_arrive(listener):
     assert received(sock) == ["STOPPING=1"]
 
 
-def test_no_socket_does_nothing():
-    notifier = Notifier({})
+def test_no_socket_does_nothing(listener):
+    env, sock = listener
+    notifier = Notifier({})  # an environment without NOTIFY_SOCKET, whatever the process's says
     assert notifier.address is None
     assert notifier.watchdog_interval is None
     assert notifier.ready("x") is False
     assert notifier.watchdog() is False
     assert notifier.status("x") is False
     assert notifier.stopping() is False
+    sock.settimeout(0.1)
+    with pytest.raises(socket.timeout):
+        sock.recv(4096)
 
 
-def test_dead_socket_returns_false(tmp_path):
-    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
+def test_dead_socket_returns_false(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
+    notifier = Notifier()
     assert notifier.ready("x") is False
 
 
