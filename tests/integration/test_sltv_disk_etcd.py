@@ -6,6 +6,7 @@ __metaclass__ = type
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,12 @@ def etcd_args(server, vg, name, **kw):
     args = dict(server.client_settings(lock_timeout=60), name=name, vg=vg.name)
     args.update(kw)
     return args
+
+
+def lease_count(server):
+    """How many leases etcd has ("found N leases" of etcdctl lease list)."""
+    found = re.search(r"found (\d+) leases", server.etcdctl("lease", "list"))
+    return int(found.group(1)) if found else 0
 
 
 def lock_key_value(server, vg):
@@ -72,14 +79,16 @@ def test_lock_is_really_taken(etcd_server, loop_vg):
     try:
         value, lease = lock_key_value(etcd_server, loop_vg)
         assert value["holder"] == "pytest-holder" and lease == lock.lease_id
+        # this process's leases (the lock's, and those other tests' locks of this process keep until exit)
+        before = lease_count(etcd_server)
         waiting = start_module("sltv_disk", etcd_args(etcd_server, loop_vg, "waits", size="64M"))
         # the module has reached the lock when its lease exists (its start-up is slow on a busy machine)
-        deadline = time.monotonic() + 60
-        while "found 2 leases" not in etcd_server.etcdctl("lease", "list") and time.monotonic() < deadline:
-            assert waiting[0].poll() is None, "the create did not wait for the lock"
+        deadline = time.monotonic() + 30
+        while lease_count(etcd_server) <= before and time.monotonic() < deadline:
+            assert waiting[0].poll() is None, "the create did not wait for the lock: %s" % (waiting[0].communicate(),)
             time.sleep(0.1)
         time.sleep(2.0)
-        assert waiting[0].poll() is None, "the create did not wait for the lock"
+        assert waiting[0].poll() is None, "the create did not wait for the lock: %s" % (waiting[0].communicate(),)
         assert "waits" not in loop_vg.lvs()
     finally:
         lock.release()
