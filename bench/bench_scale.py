@@ -286,8 +286,13 @@ class Bench(object):
             disk.size = size
 
     @staticmethod
-    def lvm_alone(argv, extra=()):
-        argv = argv[:2] + list(extra) + argv[2:]
+    def lvm_alone(argv, config=None):
+        """Seconds of ``argv`` (an lvm command), ``config`` added to its --config (lvm takes one)."""
+        argv = list(argv)
+        if config and "--config" in argv:
+            argv[argv.index("--config") + 1] += " " + config
+        elif config:
+            argv[2:2] = ["--config", config]
         started = time.monotonic()
         subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
                        env=dict(os.environ, LC_ALL="C", LVM_SUPPRESS_FD_WARNINGS="1"))
@@ -299,7 +304,7 @@ class Bench(object):
         default, vdsm = [], []
         for repeat in range(max(self.options.repeats, 5) * 2):
             default.append(self.lvm_alone(argv))
-            vdsm.append(self.lvm_alone(argv, ["--config", VDSM_DEVICES]))
+            vdsm.append(self.lvm_alone(argv, VDSM_DEVICES))
         return {"default": summary(default), "vdsm": summary(vdsm)}
 
     def run(self, sizes):
