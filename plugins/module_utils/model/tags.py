@@ -42,6 +42,8 @@ def encode_value(value):
 
 
 def decode_value(text):
+    if "#" not in text:
+        return text  # nothing escaped (most values): sltv_info and the agent decode every tag of every disk
     raw = bytearray()
     i = 0
     while i < len(text):

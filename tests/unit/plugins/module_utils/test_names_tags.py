@@ -45,6 +45,14 @@ def test_tag_values_round_trip_inside_lvm_alphabet(value):
     assert managed and facts[T.ATTACHED] == [value]
 
 
+def test_decoding_a_value_without_escapes_is_the_value_itself():
+    # the fast path (sltv_info and the agent decode every tag of every disk, issue 15)
+    for value in ["plain", "hv1:3f2a-uuid:exclusive:vm1", "", "107374182400"]:
+        assert T.decode_value(value) == value
+    assert T.decode_value(T.encode_value("with space#")) == "with space#"
+    assert T.decode_value("#zz") == "#zz"  # not an escape: kept as written
+
+
 def test_disk_tags():
     tags = T.disk_tags("thin", "qcow2", 1024, pending_init=True)
     assert tags == ["sltv", "sltv_kind=thin", "sltv_format=qcow2", "sltv_vsize=1024", "sltv_init=pending"]

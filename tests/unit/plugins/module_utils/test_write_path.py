@@ -140,3 +140,23 @@ def test_partial_results_say_what_was_done():
     assert result.partial() == "Nothing was changed" and not result.changed
     result.did("detach_config")
     assert result.changed and "detach_config" in result.partial()
+
+
+def test_the_vg_read_skips_lvm_s_backup_file_check(monkeypatch, tmp_path):
+    """A report of a VG makes lvm parse the VG's whole backup file (issue 15: 3 times the report at
+    10,000 disks); the read turns it off, and stays a normal read (locks, device-mapper state)."""
+    from ansible_collections.sltv.core.plugins.module_utils.infra import lvm
+
+    seen = []
+
+    def fake_run(argv, **kwargs):
+        seen.append(argv)
+        return '{"report": [{"vg": [{"vg_name": "vg0", "vg_size": "8", "vg_free": "8", "vg_extent_size": "4"}]}]}'
+
+    monkeypatch.setattr(lvm, "run", fake_run)
+    runner = LvmRunner(host_lock_path=str(tmp_path / "h.lock"), environ={})
+    assert runner.read_vg("vg0").name == "vg0"
+    argv = seen[0]
+    assert argv[:2] == ["lvm", "fullreport"]
+    assert argv[argv.index("--config") + 1] == "backup { backup = 0 }"
+    assert "--readonly" not in argv and "--nolocking" not in argv
