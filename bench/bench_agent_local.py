@@ -109,6 +109,8 @@ class Resources(object):
     def __init__(self):
         self.workdir = tempfile.mkdtemp(prefix="sltv-bench-agent-", dir="/var/tmp")
         self.session = None
+        self.daemon = None
+        self.guard = None
         self.domains = []
         self.loops = []
         self.children = []
@@ -158,10 +160,19 @@ class Resources(object):
             except Exception as exc:  # pylint: disable=broad-except  # keep cleaning up
                 print("cleanup: loop %s: %s" % (loop.path, exc), file=sys.stderr)
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.guard is not None:
+            self.guard.__exit__(None, None, None)  # pylint: disable=unnecessary-dunder-call
+        if self.daemon is not None:
+            self.daemon.unregister_user()
 
 
-def open_session():
-    daemon = LibvirtDaemon().ensure_running()
+def open_session(res):
+    """libvirtd as the tests share it: counted as a user (another session's last user out does not
+    stop it) and with the shared restart guard held (their tests that restart libvirtd wait)."""
+    daemon = LibvirtDaemon().register_user()
+    res.daemon = daemon
+    res.guard = libvirttest.restart_guard()
+    res.guard.__enter__()  # pylint: disable=unnecessary-dunder-call  # held until cleanup()
     session = LibvirtSession(daemon)  # starts the event loop thread before the first connection
     conn = session.connection()
     libvirttest.undefine_all(conn, PREFIX)  # leftovers of a killed run
@@ -213,7 +224,7 @@ def latency(options, res):
     # metadata (an L2 table per 512 MiB) moves the crossing slowly earlier, never past the start.
     # Late in the write, because QEMU answers the agent's stats read only once the HMP write is done.
     start_mib = options.chunk_mib * 11 // 8 // 4 * 4
-    res.session, conn = open_session()
+    res.session, conn = open_session(res)
     print("extend latency, %s, %d extends; kernel %s" % (versions(conn), options.extends, os.uname()[2]))
     loop = res.loop(start_mib, virtual)
     bare = LoopDevice(res.workdir, start_mib)
@@ -485,7 +496,7 @@ def child_main(kind, spec_path):
 
 
 def idle(options, res):
-    res.session, conn = open_session()
+    res.session, conn = open_session(res)
     print("idle cost, %s; %d domains x %d thin disks, sweep_interval 5 s (default settings), %d s; kernel %s"
           % (versions(conn), options.domains, options.disks, options.seconds, os.uname()[2]))
     virtual, loop_mib = 8 * GIB, 1024
