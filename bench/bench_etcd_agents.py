@@ -7,10 +7,11 @@ agent_storage.LvmStorage with a stand-in lvm runner (no LVs here). Each does wha
 every sweep_interval (5 s, the agent's default; divided by --speed when sped up):
 ``after_sweep(catalog)`` (reads the extend records of every host, refreshes what another host grew)
 then ``register(disks)`` (its record ``<prefix>/agents/<host>`` on its one lease, and the lease's
-keep-alive). Every --extend-interval seconds (also divided by --speed) it extends one of its
---disks thin disks through ``LvmStorage.extend`` (the VG lock in etcd: a lease, a txn, the fence,
-the release; one shared VG for all hosts, as on one LUN; lvextend is the stand-in's no-op) and
-``published()`` (the extend record, on the agent lease), as Agent._finish_extend does.
+keep-alive). Every --extend-interval seconds (also divided by --speed) it extends the next of its
+--disks thin disks (each in turn: after disks x interval every disk has its extend record) through
+``LvmStorage.extend`` (the VG lock in etcd: a lease, a txn, the fence, the release; one shared VG
+for all hosts, as on one LUN; lvextend is the stand-in's no-op) and ``published()`` (the extend
+record, on the agent lease), as Agent._finish_extend does.
 
 Why: the agents are the only steady etcd clients of the collection. The keys and leases they
 leave must not grow with time, and the write rate they cause (every write is a raft proposal and a
@@ -140,8 +141,8 @@ def agent_main(number, spec):
 
     storage = LvmStorage(config, runner, host=host, etcd_connect=etcd_client.connect, log=Log())
     # the VG's catalog as every host reads it: the thin disks of all hosts (names unique in the VG)
-    catalog = [ThinDisk(VG, "h%02d-d%02d" % (h, d), GIB, 64 * GIB, EXTENT, paths=["/nonexistent/%s/h%02d-d%02d" % (VG, h, d)])
-               for h in range(spec["agents"]) for d in range(spec["disks"])]
+    names = ["h%02d-d%02d" % (h, d) for h in range(spec["agents"]) for d in range(spec["disks"])]
+    catalog = [ThinDisk(VG, name, GIB, 64 * GIB, EXTENT, paths=["/nonexistent/%s/%s" % (VG, name)]) for name in names]
     mine = [d for d in catalog if d.name.startswith("h%02d-" % number)]
     for disk in mine:
         runner.sizes[(VG, disk.name)] = disk.size
@@ -157,7 +158,7 @@ def agent_main(number, spec):
         while not stop.is_set():
             now = time.monotonic()
             if now >= next_extend:
-                disk = rnd.choice(mine)
+                disk = mine[(number + counts["extends"] + counts["failed"]) % len(mine)]  # each in turn
                 timings = {}
                 try:
                     size = storage.extend(disk, disk.size + 64 * MIB, timings)
@@ -361,8 +362,9 @@ def main():
     parser.add_argument("--seconds", type=int, default=300, help="seconds to run (default 300)")
     parser.add_argument("--speed", type=float, default=1.0,
                         help="divide the sweep interval (5 s) and the extend interval by this (default 1)")
-    parser.add_argument("--extend-interval", type=float, default=60.0,
-                        help="seconds between two extends of one agent (default 60)")
+    parser.add_argument("--extend-interval", type=float, default=15.0,
+                        help="seconds between two extends of one agent (default 15: 10 disks have their "
+                             "records after 150 s)")
     parser.add_argument("--sample", type=float, default=15.0, help="seconds between two samples (default 15)")
     parser.add_argument("--compaction", default=None,
                         help="etcd's --auto-compaction-retention (periodic mode), e.g. 5m; default none")
