@@ -34,6 +34,10 @@ from ansible_collections.sltv.core.plugins.module_utils.model.sizes import human
 
 AGENT_LEASE_TTL = 30  # seconds; the agents/<host> key lives this long after the agent stops refreshing it
 CLUSTER_RETRY = 15.0  # seconds between etcd attempts while it does not answer: a sweep must not block on it
+# The agent record is written again only when it changes (or its lease does), and at least this often
+# (seconds): between, a sweep only keeps the lease alive. A write is a raft proposal and a revision
+# etcd keeps until its next compaction; 50 agents writing at every sweep made 10 of them a second.
+AGENT_RECORD_REWRITE = 300.0
 
 
 class ExtendFailed(SltvError):
@@ -141,6 +145,7 @@ class LvmStorage(Storage):
         self._etcd_connect = etcd_connect
         self._etcd = None
         self._lease = None
+        self._registered = None  # (lease, value) of the agent record last written, and when
         self._cluster_up = cluster_up  # False: started during an etcd outage
         self._seen_extends = {}  # etcd key -> (size, time) already handled
         self._cluster_retry_at = 0.0
@@ -408,6 +413,7 @@ class LvmStorage(Storage):
             self._cluster_retry_at = time.monotonic() + CLUSTER_RETRY
             self._etcd = None
             self._lease = None
+            self._registered = None  # written again on the next connection, whatever it holds
             if self.log:
                 self.log.warning("etcd: %s failed: %s (will retry in %.0f s)", what, describe_etcd_error(exc),
                                  CLUSTER_RETRY)
@@ -427,7 +433,9 @@ class LvmStorage(Storage):
 
     def register(self, disks_watched=0):
         """Keep ``<prefix>/agents/<host>`` alive on the agent's lease (sltv_info lists it), and write the
-        host's status file (sltv_info reads it with the local lock too)."""
+        host's status file (sltv_info reads it with the local lock too). The record is put only when
+        it changed, its lease is new or AGENT_RECORD_REWRITE has passed; else the lease's keep-alive
+        is all (no write, no new revision in etcd)."""
         self._write_status(disks_watched)
 
         def work(client):
@@ -436,7 +444,13 @@ class LvmStorage(Storage):
             value = dict(host=self.host, pid=os.getpid(), started=int(self.started), disks=disks_watched,
                          vgs=list(self.config.vgs), vgs_missing=list(self.missing_vgs),
                          degraded=self.degraded())
-            self._put(client, agent_key(self.config.lock["lock_prefix"], self.host), value, self._agent_lease(client))
+            lease = self._agent_lease(client)
+            now = time.monotonic()
+            if (self._registered is not None and self._registered[:2] == (lease, value)
+                    and now - self._registered[2] < AGENT_RECORD_REWRITE):
+                return
+            self._put(client, agent_key(self.config.lock["lock_prefix"], self.host), value, lease)
+            self._registered = (lease, value, now)
 
         self._cluster("agent registration", work)
 

@@ -578,6 +578,50 @@ def test_register_and_publish():
     assert etcd.revoked == [1] and etcd.closed
 
 
+def test_register_writes_the_record_only_when_it_changes(monkeypatch):
+    """An unchanged record is not put again at every sweep: only the lease's keep-alive goes to etcd
+    (a put is a raft proposal and a revision kept until etcd compacts; 50 agents made 10/s)."""
+    etcd = FakeEtcd()
+    refreshed = []
+    etcd.refresh_lease = lambda lease: refreshed.append(lease) or 30
+    now = [100.0]
+    monkeypatch.setattr(agent_storage.time, "monotonic", lambda: now[0])
+    store = storage(lock={"lock_backend": "etcd"}, etcd=etcd)
+    for _sweep in range(5):
+        store.register(2)
+    assert len(etcd.txns) == 1 and refreshed == [1, 1, 1, 1]
+    store.register(3)  # the record changed: written
+    assert len(etcd.txns) == 2
+    now[0] += agent_storage.AGENT_RECORD_REWRITE  # unchanged, but rewritten now and then (a lost key comes back)
+    store.register(3)
+    assert len(etcd.txns) == 3
+    value = json.loads(base64.b64decode(etcd.txns[-1]["success"][0]["request_put"]["value"]))
+    assert value["disks"] == 3
+
+
+def test_register_writes_again_on_a_new_lease(monkeypatch):
+    """The lease expired (refresh says -1) or etcd failed: the record is put on the new lease at once."""
+    etcd = FakeEtcd()
+    ttl = [30]
+    etcd.refresh_lease = lambda lease: etcd._check() or ttl[0]  # pylint: disable=protected-access
+    monkeypatch.setattr(agent_storage.time, "monotonic", lambda: 100.0)
+    store = storage(lock={"lock_backend": "etcd"}, etcd=etcd)
+    store.register(1)
+    store.register(1)
+    assert len(etcd.txns) == 1
+    ttl[0] = -1  # expired
+    store.register(1)
+    assert etcd.leases == [agent_storage.AGENT_LEASE_TTL] * 2
+    assert [t["success"][0]["request_put"]["lease"] for t in etcd.txns] == [1, 2]
+    ttl[0] = 30
+    etcd.fail = IOError("connection refused")
+    store.register(1)
+    etcd.fail = None
+    store._cluster_retry_at = 0.0  # pylint: disable=protected-access  # the retry time has come
+    store.register(1)
+    assert [t["success"][0]["request_put"]["lease"] for t in etcd.txns] == [1, 2, 3]
+
+
 def test_published_extends_share_the_one_agent_lease():
     """No lease per extend (each was 3600 s and never revoked: they piled up in etcd)."""
     etcd = FakeEtcd()
