@@ -35,7 +35,6 @@ The agent processes run under ``nice -n 19``; etcd and every process are stopped
 from __future__ import absolute_import, division, print_function
 
 import argparse
-import base64
 import json
 import os
 import random
@@ -67,10 +66,6 @@ PREFIX = "/sltv"
 EXTENT = 4 * MIB
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KINDS = ("agents", "extends", "locks")
-
-
-def b64(text):
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
 def prefix_end(prefix):
@@ -215,9 +210,9 @@ def post(endpoint, path, body):
 
 def count_keys(endpoint, prefix=None):
     if prefix is None:
-        body = dict(key=b64("\0"), range_end=b64("\0"), count_only=True)
+        body = dict(key=etcd_client.b64("\0"), range_end=etcd_client.b64("\0"), count_only=True)
     else:
-        body = dict(key=b64(prefix), range_end=b64(prefix_end(prefix)), count_only=True)
+        body = dict(key=etcd_client.b64(prefix), range_end=etcd_client.b64(prefix_end(prefix)), count_only=True)
     reply = post(endpoint, "/kv/range", body)
     return int(reply.get("count", 0)), int(reply["header"]["revision"])
 

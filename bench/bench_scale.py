@@ -62,7 +62,8 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import conftest  # noqa: E402
 conftest.link_collection()  # build/collections/ansible_collections/sltv/core -> this checkout
-from lvmtest import TEST_ENV, lvm, module_command, module_env, need_root_and_lvm, parse_module_output  # noqa: E402
+import lvmtest  # noqa: E402
+from lvmtest import TEST_ENV, lvm, need_root_and_lvm  # noqa: E402
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import LvmStorage  # noqa: E402
 from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import NO_ACTIVATION_ENV, LvmRunner  # noqa: E402
 from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import (  # noqa: E402
@@ -121,15 +122,9 @@ def lvm_config_dir(work):
 
 def run_module(module, args):
     """(seconds, result) of one module process, run the way the tests run modules."""
-    argv, path = module_command(module, dict(args, lock_backend="local"))
-    try:
-        started = time.monotonic()
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                              env=module_env(), check=False)
-        elapsed = time.monotonic() - started
-    finally:
-        os.remove(path)
-    result = parse_module_output(proc.stdout, proc.stderr)
+    started = time.monotonic()
+    result = lvmtest.run_module(module, dict(args, lock_backend="local"))
+    elapsed = time.monotonic() - started
     if result.get("failed"):
         raise BenchError("%s %s failed: %s" % (module, args, result.get("msg")))
     return elapsed, result

@@ -689,18 +689,22 @@ def connect(settings, timeout=REQUEST_TIMEOUT, deadline=None):
 # the pool of idle clients (one process, many locks)
 # ---------------------------------------------------------------------------------------------
 
-_pool = {}
-_pool_guard = threading.Lock()
+class ProcessLocal(dict):
+    """A dict of this process, with ``guard`` to hold while using it: a forked child starts with an
+    empty one and a new guard (what the parent kept, connections or leases, is not the child's)."""
+
+    def __init__(self):
+        super(ProcessLocal, self).__init__()
+        self.guard = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self):
+        self.clear()
+        self.guard = threading.Lock()
 
 
-def _reset_pool_after_fork():
-    """A forked child never uses its parent's connections (their sockets are shared with it)."""
-    global _pool, _pool_guard  # pylint: disable=global-statement
-    _pool, _pool_guard = {}, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_pool_after_fork)
+_pool = ProcessLocal()  # pool key -> idle clients (their sockets must not be shared with a child)
 
 
 def pool_key(settings):
@@ -713,7 +717,7 @@ def idle_client(key, timeout=REQUEST_TIMEOUT):
     """An idle client of the pool for ``key``, or None."""
     if key[0] != os.getpid():
         return None
-    with _pool_guard:
+    with _pool.guard:
         idle = _pool.get(key)
         client = idle.pop() if idle else None
     if client is not None:
@@ -743,7 +747,7 @@ def give_back(client):
         client.close()
         return
     client.timeout = REQUEST_TIMEOUT
-    with _pool_guard:
+    with _pool.guard:
         idle = _pool.setdefault(key, [])
         if len(idle) < POOL_SIZE and client not in idle:
             idle.append(client)

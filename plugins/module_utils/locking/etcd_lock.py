@@ -234,24 +234,14 @@ class LeaseSession(object):
         client.close()
 
 
-_sessions = {}  # (pool key, lock_ttl) -> LeaseSession
-_sessions_guard = threading.Lock()
-
-
-def _reset_sessions_after_fork():
-    """A forked child never uses its parent's leases (their keepalive threads did not come with it)."""
-    global _sessions, _sessions_guard  # pylint: disable=global-statement
-    _sessions, _sessions_guard = {}, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_sessions_after_fork)
+# (pool key, lock_ttl) -> LeaseSession; a forked child has none (the keepalive threads stay behind)
+_sessions = etcd_client.ProcessLocal()
 
 
 @atexit.register
 def close_sessions():
     """Revoke this process's leases: at exit, or to start afresh."""
-    with _sessions_guard:
+    with _sessions.guard:
         sessions = [session for session in _sessions.values() if not session.lost]
         _sessions.clear()
     for session in sessions:
@@ -382,7 +372,7 @@ class EtcdVgLock(VgLock):
         lost; refreshed first when its keepalive is behind (less than half of it known to be left;
         the keepalive keeps two thirds), so that a lock always starts with most of a lease."""
         key = (self._client.pool_key, self.ttl)
-        guard = _sessions_guard
+        guard = _sessions.guard
         if not guard.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise self._unreachable("another thread of this process was granting the lease until the deadline")
         try:

@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import socket
 import threading
 import time
@@ -87,6 +88,19 @@ def test_http_errors_map_like_etcd3gw(status, error):
     assert (found.__name__ if found else None) == error
 
 
+@contextlib.contextmanager
+def serving(server):
+    """The server's URL while it serves in a thread; stopped and closed after."""
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield "http://127.0.0.1:%d" % server.server_address[1]
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
 @pytest.fixture
 def answering_server():
     """A minimal etcd gateway stand-in: every POST gets an empty range answer; paths are recorded."""
@@ -109,13 +123,8 @@ def answering_server():
         def log_message(self, *args):
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    yield "http://127.0.0.1:%d" % server.server_address[1], paths
-    server.shutdown()
-    thread.join()
-    server.server_close()
+    with serving(http.server.HTTPServer(("127.0.0.1", 0), Handler)) as url:
+        yield url, paths
 
 
 def closed_port():
@@ -186,12 +195,8 @@ def keepalive_server():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    yield "http://127.0.0.1:%d" % server.server_address[1], state
-    server.shutdown()
-    thread.join()
-    server.server_close()
+    with serving(server) as url:
+        yield url, state
 
 
 def test_requests_share_one_kept_alive_connection(keepalive_server):
@@ -234,7 +239,7 @@ POOL_SETTINGS = {"etcd_endpoints": ["http://127.0.0.1:1", "http://127.0.0.1:2"]}
 
 @pytest.fixture
 def empty_pool(monkeypatch):
-    monkeypatch.setattr(etcd_client, "_pool", {})
+    monkeypatch.setattr(etcd_client, "_pool", etcd_client.ProcessLocal())
 
 
 def pooled(settings=None):

@@ -349,7 +349,7 @@ class FakeLeaseClient(object):
 def test_locks_share_the_process_lease_refreshed_first_when_its_keepalive_is_behind(monkeypatch):
     from ansible_collections.sltv.core.plugins.module_utils.locking import etcd_lock
 
-    monkeypatch.setattr(etcd_lock, "_sessions", {})
+    monkeypatch.setattr(etcd_lock, "_sessions", etcd_client.ProcessLocal())
     client = FakeLeaseClient()
 
     def take():
