@@ -80,6 +80,9 @@ disks:
     vg:
       description: Volume group.
       type: str
+    path:
+      description: The LV's device path.
+      type: str
     kind:
       description: V(thick) or V(thin).
       type: str
@@ -98,11 +101,17 @@ disks:
     virtual_size_human:
       description: The virtual size for reading.
       type: str
+    initialized:
+      description: False while a thin disk's qcow2 header has not been written yet.
+      type: bool
     active_here:
       description: Whether the LV is active on this host.
       type: bool
     attached:
-      description: Attachments from the LV tags (host, domain_uuid, here).
+      description:
+        - The disk's claims, from its LV tags - host, domain_uuid, domain_name, mode (V(exclusive) or
+          V(shareable)), and here (the claim is this host's).
+        - The raw LV tags are not listed; M(sltv.core.sltv_disk) returns them for one disk.
       type: list
       elements: dict
     local_domains:
@@ -115,14 +124,16 @@ disks:
   sample:
     - name: web01-data
       vg: vg_san
+      path: /dev/vg_san/web01-data
       kind: thin
       format: qcow2
       size: 2147483648
       virtual_size: 53687091200
       size_human: 2 GiB
       virtual_size_human: 50 GiB
+      initialized: true
       active_here: true
-      attached: [{host: hv1, domain_uuid: 7c1a4a1e-8f0c-4b59-9b1e-2f1d4c7e8a11, here: true}]
+      attached: [{host: hv1, domain_uuid: 7c1a4a1e-8f0c-4b59-9b1e-2f1d4c7e8a11, domain_name: web01, mode: exclusive, here: true}]
       local_domains: [{domain: web01, target: vdb, live: true, persistent: true, capacity: 53687091200, allocation: 1073741824}]
 vgs:
   description:

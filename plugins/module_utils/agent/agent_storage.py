@@ -234,7 +234,7 @@ class LvmStorage(Storage):
         for record in self._records(paths):
             if not any(c.uuid == uuid and c.host != self.host for c in record.claims):
                 continue
-            with WritePath(self.runner, self._lock_factory(record.vg), record.vg, OpResult()) as vg:
+            with WritePath(self.runner, self._lock_factory(record.vg), record.vg, OpResult(), record.lv) as vg:
                 lv = vg.lvs.get(record.lv)
                 if lv is None:
                     continue
@@ -327,7 +327,7 @@ class LvmStorage(Storage):
 
     def _classify_failure(self, disk, size, exc):
         try:
-            vg = self.runner.read_vg(disk.vg)
+            vg = self.runner.read_vg(disk.vg, disk.name)
         except SltvError:
             raise ExtendFailed("%s: lvextend failed: %s" % (disk.key, exc), "lvm")
         lv = vg.lvs.get(disk.name)
@@ -379,7 +379,7 @@ class LvmStorage(Storage):
                     raise ExtendFailed("%s: lvextend ran but the device %s is %s, not %s"
                                        % (disk.key, path, human(seen), human(size)), "lvm")
                 return seen
-        lv = self.runner.read_vg(disk.vg).lvs.get(disk.name)
+        lv = self.runner.read_vg(disk.vg, disk.name).lvs.get(disk.name)
         if lv is None or lv.size < size:
             raise ExtendFailed("%s: lvextend ran but lvm reports %s" % (disk.key, human(lv.size) if lv else "no LV"),
                                "lvm")

@@ -134,22 +134,27 @@ class LvmRunner(object):
             host_lock.release()
 
     # -- reads -----------------------------------------------------------------------------------
-    def read_vg(self, vg):
-        """One ``lvm fullreport`` for the VG and all its LVs. Raises VgNotFound."""
-        vgs = self.read_vgs([vg])
+    def read_vg(self, vg, lv=None):
+        """One ``lvm fullreport`` for the VG and all its LVs, or only LV ``lv`` (a validated name:
+        ``lvs`` of just the LVs that an operation decides on). Raises VgNotFound."""
+        vgs = self.read_vgs([vg], lv)
         if not vgs:
             raise VgNotFound("volume group %s not found on this host" % vg)
         return vgs[0]
 
-    def read_vgs(self, names=None):
-        """VolumeGroups of ``names`` (all VGs this host sees when None), one ``lvm fullreport``."""
+    def read_vgs(self, names=None, lv=None):
+        """VolumeGroups of ``names`` (all VGs this host sees when None), one ``lvm fullreport``.
+
+        With ``lv``, the LV rows are only that LV's (none when it does not exist): at 10,000 disks
+        the report then takes 0.40 s instead of 0.46 s, and its decoding 1 ms instead of 0.1 s
+        (bench/bench_scale.py). lvm still reads the whole metadata, so the VG fields are the same."""
+        select = ["-S", 'lv_name="%s"' % lv] if lv is not None else []
         argv = ["lvm", "fullreport"] + READ_CONFIG + REPORT_OPTS + [
             "--configreport", "vg", "-o", VG_FIELDS,
-            "--configreport", "lv", "-o", LV_FIELDS,
+            "--configreport", "lv", "-o", LV_FIELDS] + select + [
             "--configreport", "pv", "-o", "pv_name",
-            "--configreport", "seg", "-o", "segtype",
-            "--configreport", "pvseg", "-o", "pvseg_start",
-        ] + list(names or [])
+            "--configreport", "seg", "-o", "segtype"] + select + [
+            "--configreport", "pvseg", "-o", "pvseg_start"] + select + list(names or [])
         try:
             out = self._run(argv, write=False)
         except CommandError as exc:

@@ -97,7 +97,7 @@ class AttachResult(OpResult):
 def read_disk(runner, vg_name, disk_name, vg=None):
     """(VolumeGroup, Disk) of a managed, usable disk; clear errors otherwise. ``vg``: a report read
     already (the fresh read of a WritePath)."""
-    vg = runner.read_vg(vg_name) if vg is None else vg
+    vg = runner.read_vg(vg_name, disk_name) if vg is None else vg
     lv = vg.lvs.get(disk_name)
     if lv is None:
         raise DiskStateError("disk %s does not exist in VG %s (create it with sltv.core.sltv_disk)"
@@ -300,7 +300,7 @@ def _change_claims(runner, lock_factory, spec, decide_fresh, result):
     """Add and drop claims in one lvchange on the write path: the decision is taken again on the
     VG as it is under the lock (``decide_fresh(disk)`` -> (values to add, values to drop)).
     Returns the disk's claim values afterwards."""
-    with WritePath(runner, lock_factory, spec.vg, result) as vg:
+    with WritePath(runner, lock_factory, spec.vg, result, spec.disk) as vg:
         fresh = read_disk(runner, spec.vg, spec.disk, vg)[1]
         add, drop = decide_fresh(fresh)
         if add or drop:

@@ -46,14 +46,14 @@ def ensure_disk(spec, runner, lock_factory, check_mode=False, host="", result=No
     result = DiskResult() if result is None else result
     result.commands = runner.commands
     can_activate = runner.activation_enabled
-    plan = plan_disk(spec, runner.read_vg(spec.vg), can_activate, host)
+    plan = plan_disk(spec, runner.read_vg(spec.vg, spec.name), can_activate, host)
     if plan.changed and can_activate:
         runner.check_activation()  # lvcreate/lvremove need device-mapper even for inactive LVs
     result.planned(plan)
     if not plan.changed or check_mode:
         return result
 
-    with WritePath(runner, lock_factory, spec.vg, result) as vg:
+    with WritePath(runner, lock_factory, spec.vg, result, spec.name) as vg:
         # Another host may have changed the VG while we waited: decide again on fresh metadata.
         plan = plan_disk(spec, vg, can_activate, host)
         result.planned(plan)
@@ -76,7 +76,7 @@ def ensure_disk(spec, runner, lock_factory, check_mode=False, host="", result=No
     if WIPE in plan.actions:
         _wipe(spec, runner, vg.shared)  # slow device work: outside the lock, under the deleting tag
         result.did(WIPE)
-        with WritePath(runner, lock_factory, spec.vg, result) as fresh:
+        with WritePath(runner, lock_factory, spec.vg, result, spec.name) as fresh:
             lv = fresh.lvs.get(spec.name)
             if lv is not None and T.DELETING_TAG in lv.tags:
                 runner.remove_lv(spec.vg, spec.name)

@@ -91,7 +91,7 @@ def ensure_extended(spec, runner, hypervisor_factory, lock_factory, host, check_
         _report(result, plan)
         if not plan.actions or check_mode:
             return result
-        with WritePath(runner, lock_factory, spec.vg, result) as fresh_vg:
+        with WritePath(runner, lock_factory, spec.vg, result, spec.disk) as fresh_vg:
             disk = read_disk(runner, spec.vg, spec.disk, fresh_vg)[1]
             _ask_rule(disk, host)
             plan = _plan(spec, fresh_vg, disk, hypervisor)

@@ -13,7 +13,7 @@ __metaclass__ = type
 
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_status import status_warning
 from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
-from ansible_collections.sltv.core.plugins.module_utils.model.disk import THIN, Disk
+from ansible_collections.sltv.core.plugins.module_utils.model.disk import Disk
 from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import lv_device_paths
 from ansible_collections.sltv.core.plugins.module_utils.model.names import validate_disk_name, validate_vg_name
 from ansible_collections.sltv.core.plugins.module_utils.model.metadata_area import metadata_room, metadata_warning
@@ -77,14 +77,23 @@ def gather(runner, host, hypervisor=None, vgs=None, disk=None, domain=None):
         for item in sorted(managed, key=lambda d: d.name):
             if disk is not None and item.name != disk:
                 continue
-            entry = dict(item.to_dict(), thin=item.kind == THIN, active_here=item.lv.active, attached=[])
-            for claim in item.claims:
-                entry["attached"].append(dict(claim.to_dict(), here=claim.host == host))
+            entry = _entry(item, host)
             entry["local_domains"] = _local_users(hypervisor, disk_users, vg.name, item.name, warnings)
             if domain is not None and not _matches_domain(entry, domain):
                 continue
             disks.append(entry)
     return disks, summaries, warnings
+
+
+def _entry(disk, host):
+    """A disk as sltv_info lists it. Not sltv_disk's result (Disk.to_dict): at 10,000 disks, its raw
+    tags and the claims written three ways were 40 % of the values that Ansible's exit_json walks
+    (sltv_info took 2.04 s, bench/bench_scale.py); ``attached`` holds the claims once."""
+    return dict(name=disk.name, vg=disk.vg, path=disk.path, kind=disk.kind, format=disk.format, size=disk.size,
+                virtual_size=disk.virtual_size, size_human=human(disk.size),
+                virtual_size_human=human(disk.virtual_size), initialized=disk.initialized,
+                active_here=disk.lv.active,
+                attached=[dict(claim.to_dict(), here=claim.host == host) for claim in disk.claims])
 
 
 def _matches_domain(entry, domain):

@@ -51,18 +51,19 @@ class FakeRunner(object):
             raise VgNotFound("volume group %s not found on this host" % ", ".join(missing))
         return [self._vg(name) for name in (names or sorted(self.vgs))]
 
-    def read_vg(self, vg):
+    def read_vg(self, vg, lv=None):
         self.calls.append(("read_vg", vg))
         if self.read_error:
             raise self.read_error
         if vg not in self.vgs:
             raise VgNotFound("volume group %s not found on this host" % vg)
-        return self._vg(vg)
+        return self._vg(vg, lv)
 
-    def _vg(self, vg):
+    def _vg(self, vg, only=None):
+        # like lvm fullreport -S lv_name=...: with ``only``, that LV's row alone
         row = {"vg_name": vg, "vg_size": str(200 * GIB), "vg_free": str(self.free[vg]), "vg_extent_size": str(EXTENT)}
         lvs = [{"lv_name": name, "lv_size": str(size), "lv_tags": tags, "lv_attr": attr, "lv_path": "/dev/%s/%s" % (vg, name)}
-               for name, (size, tags, attr) in sorted(self.vgs[vg].items())]
+               for name, (size, tags, attr) in sorted(self.vgs[vg].items()) if only is None or name == only]
         return VolumeGroup(row, lvs)
 
     def extend_lv(self, vg, name, size):
