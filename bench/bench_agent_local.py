@@ -24,11 +24,14 @@ latency (default): one domain, one qcow2 (virtual 4 GiB) on a loop device of 44 
   with our p50/p99 ratios. Exits 1 unless every write crossed exactly one threshold.
 
 idle: 10 domains x 5 thin disks (qcow2, virtual 8 GiB, on sparse 1 GiB loop devices, scsi
-  sda..sde), the Agent with the default settings (sweep_interval 5 s) in a CHILD process, watched
+  sda..sde), the Agent with the default settings (sweep_interval 5 s) in a CHILD process
+  (bench/agent_child.py: the agent's own imports and its own event loop, no test harness, so its
+  RSS is the agent's; --with-etcd-client adds the etcd client's imports, as on an etcd host), watched
   for --seconds (600). First a control window (--control-seconds, 30) with the domains running and
   no agent. Prints the agent's CPU seconds (utime+stime from /proc/<pid>/stat; its children, the
   stand-in's blockdev calls, apart), RSS (VmRSS/VmHWM), sweeps, libvirt calls per sweep
-  (agent.sweep_calls), sweep durations, libvirtd's CPU in both windows; baseline: a bare child with
+  (agent.sweep_calls), sweep durations and their getAllDomainStats call alone, libvirtd's CPU in
+  both windows; baseline: a bare child with
   the same libvirt connection and event registrations that does nothing, over the same window.
   The domains' firmware spins for ~15 s after a start: both modes wait for it to go quiet first.
   The window starts once the extends of the first sweep are done (with the default
@@ -69,9 +72,6 @@ from agent_standin import EXTENT, LoopStorage, device_size  # noqa: E402
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import parse_agent_config  # noqa: E402
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, MIB, thin_cap  # noqa: E402
 from ansible_collections.sltv.core.plugins.module_utils.agent.thin_agent import (  # noqa: E402
-    EVENT_BLOCK_THRESHOLD,
-    EVENT_IO_ERROR_REASON,
-    EVENT_LIFECYCLE,
     STATS_BACKING,
     STATS_BLOCK,
     STATS_STATE,
@@ -405,11 +405,12 @@ def settle(names, timeout, quiet=0.05):
 
 
 class Child(object):
-    """This script as ``--child agent|bare SPEC``: prints READY, waits for a line, prints RESULT."""
+    """bench/agent_child.py ``agent|bare SPEC`` in its own process: prints READY, waits for a line,
+    prints RESULT."""
 
-    def __init__(self, res, kind, spec_path):
+    def __init__(self, res, kind, spec_path, extra=()):
         self.kind = kind
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", kind, spec_path],
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "agent_child.py"), kind, spec_path] + list(extra),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, universal_newlines=True)
         res.children.append(self.proc)
         self.pid = self.proc.pid
@@ -433,76 +434,6 @@ class Child(object):
                 raise SystemExit("the %s child ended before %s (exit %s)" % (self.kind, tag, self.proc.wait()))
             if line.startswith(tag + " "):
                 return json.loads(line[len(tag) + 1:])
-
-
-def child_main(kind, spec_path):
-    """The agent (or a bare libvirt client) in its own process, for /proc accounting."""
-    signal.signal(signal.SIGTERM, lambda *_args: sys.exit(143))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us through stdin
-    with open(spec_path) as handle:
-        spec = json.load(handle)
-    libvirttest.start_event_loop()
-    libvirt = libvirttest.libvirt
-    libvirt.registerErrorHandler(libvirttest.ignore_error, None)
-    if kind == "bare":
-        conn = libvirt.open(spec["uri"])
-        conn.setKeepAlive(5, 3)
-        conn.registerCloseCallback(lambda *args: None, None)
-        for event in (EVENT_BLOCK_THRESHOLD, EVENT_IO_ERROR_REASON, EVENT_LIFECYCLE):
-            conn.domainEventRegisterAny(None, event, lambda *args: None, None)
-        print("READY %s" % json.dumps(dict(process_time=time.process_time())), flush=True)
-        sys.stdin.readline()
-        print("RESULT %s" % json.dumps(dict(process_time=time.process_time())), flush=True)
-        conn.close()
-        return 0
-    storage = LoopStorage(VG)
-    for disk in spec["disks"]:
-        storage.add(disk["name"], argparse.Namespace(path=disk["path"], image=disk["image"], size_mib=disk["mib"]),
-                    disk["cap"])
-    agent = Agent(parse_agent_config(dict(vgs=[VG])), storage, own_event_loop=False)
-    durations = []
-    sweep = agent.sweep
-
-    def timed_sweep():
-        started = time.monotonic()
-        sweep()
-        durations.append(time.monotonic() - started)
-
-    agent.sweep = timed_sweep
-    stop = threading.Event()
-    worker = threading.Thread(target=agent.run, args=(stop,), name="agent")
-    worker.daemon = True
-    agent.start()
-    worker.start()
-    while not agent.ready:
-        time.sleep(0.01)
-    # The first sweep grows every new disk whose headroom is below what the assumed initial write
-    # rate needs (initial_write_rate): the window starts once those extends are done (at most 300 s).
-    settled, last, deadline = time.monotonic(), len(agent.history), time.monotonic() + 300
-    while time.monotonic() < deadline and time.monotonic() - settled < 2 * agent.config.sweep_interval:
-        time.sleep(0.2)
-        if len(agent.history) != last or any(w.extending for w in list(agent.watches.values())):
-            settled, last = time.monotonic(), len(agent.history)
-    started = time.monotonic()
-
-    def counters():
-        return dict(sweeps=agent.metrics.sweeps.value(), libvirt_calls=agent.libvirt_calls,
-                    sweep_calls=list(agent.sweep_calls), watches=len(agent.watches),
-                    armed=sum(1 for w in agent.watches.values() if w.armed is not None),
-                    extends=len(agent.history), reconnects=agent.metrics.reconnects.value(),
-                    process_time=time.process_time(), durations=list(durations),
-                    events=sum(agent.metrics.events.value(type=t) for t in ("block_threshold", "io_error",
-                                                                            "lifecycle")))
-
-    print("READY %s" % json.dumps(counters()), flush=True)
-    sys.stdin.readline()
-    result = counters()
-    result["seconds"] = time.monotonic() - started
-    stop.set()
-    worker.join(10)
-    agent.close()
-    print("RESULT %s" % json.dumps(result), flush=True)
-    return 0
 
 
 def idle(options, res):
@@ -539,7 +470,7 @@ def idle(options, res):
     control_libvirtd = (proc_cpu(libvirtd)[0] - cpu0) if libvirtd else float("nan")
     control_qemu = cpu_of(qemus) - qemu0
 
-    agent = Child(res, "agent", spec_path)
+    agent = Child(res, "agent", spec_path, ["--with-etcd-client"] if options.with_etcd_client else [])
     bare = Child(res, "bare", spec_path)
     began = time.monotonic()
     ready = agent.wait_ready()
@@ -602,14 +533,19 @@ def idle(options, res):
         figures = (percentile(durations, 50) * 1000, percentile(durations, 99) * 1000, max(durations) * 1000, len(disks))
         print("sweep duration p50 %.1f ms, p99 %.1f ms, max %.1f ms (with the catalog reload every 30 s: %d "
               "blockdev calls)" % figures)
+        stats = result["stats_calls"][len(ready["stats_calls"]):]
+        if stats and len(stats) == len(durations):
+            own_part = [d - c for d, c in zip(durations, stats)]
+            print("  of which libvirtd's getAllDomainStats p50 %.1f ms, p99 %.1f ms; the rest (the agent's "
+                  "decisions, catalog, metrics) p50 %.1f ms, p99 %.1f ms"
+                  % (percentile(stats, 50) * 1000, percentile(stats, 99) * 1000,
+                     percentile(own_part, 50) * 1000, percentile(own_part, 99) * 1000))
     if per_sweep:
         print("libvirt calls per sweep p50 %s, p99 %s" % (percentile(per_sweep, 50), percentile(per_sweep, 99)))
     return 0 if result["extends"] == ready["extends"] and result["watches"] == len(disks) else 1
 
 
 def main():
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        return child_main(sys.argv[2], sys.argv[3])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", nargs="?", choices=("latency", "idle"), default="latency")
     parser.add_argument("--extends", type=int, default=40, help="latency: extends to drive (default 40)")
@@ -624,6 +560,8 @@ def main():
                         help="at most this long for the new domains' firmware to go quiet (40)")
     parser.add_argument("--domains", type=int, default=10, help="idle: domains (default 10)")
     parser.add_argument("--disks", type=int, default=5, help="idle: thin disks per domain (default 5)")
+    parser.add_argument("--with-etcd-client", action="store_true",
+                        help="idle: the agent child imports the etcd client too (an etcd host's RSS)")
     parser.add_argument("--verbose", action="store_true", help="the agent's log on stderr")
     options = parser.parse_args()
     if os.geteuid() != 0:

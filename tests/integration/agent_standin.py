@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import shutil
 import subprocess
 import threading
 import time
@@ -18,8 +19,8 @@ import time
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import ExtendFailed, Storage, ThinDisk, device_size
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import MIB
 
-from libvirttest import LOSETUP_BIN
-
+# As libvirttest's, without importing it (and pytest): bench/agent_child.py measures its process's RSS.
+LOSETUP_BIN = shutil.which("losetup") or "/usr/sbin/losetup"
 EXTENT = 4 * MIB
 
 

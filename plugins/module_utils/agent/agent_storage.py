@@ -29,7 +29,6 @@ from ansible_collections.sltv.core.plugins.module_utils.infra.cluster_state impo
 from ansible_collections.sltv.core.plugins.module_utils.model.domain_xml import lv_device_paths
 from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, LockError, SltvError
 from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import HostLockTimeout, VgNotFound
-from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import describe_error as describe_etcd_error
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import human, thin_cap
 
 AGENT_LEASE_TTL = 30  # seconds; the agents/<host> key lives this long after the agent stops refreshing it
@@ -415,8 +414,11 @@ class LvmStorage(Storage):
             self._lease = None
             self._registered = None  # written again on the next connection, whatever it holds
             if self.log:
-                self.log.warning("etcd: %s failed: %s (will retry in %.0f s)", what, describe_etcd_error(exc),
-                                 CLUSTER_RETRY)
+                # Imported only here and in _put: with lock_backend=local the agent never loads the etcd
+                # client (requests, etcd3gw: 10 MB of its RSS, issue 15).
+                from ansible_collections.sltv.core.plugins.module_utils.infra.etcd_client import describe_error
+
+                self.log.warning("etcd: %s failed: %s (will retry in %.0f s)", what, describe_error(exc), CLUSTER_RETRY)
             return None
 
     def _put(self, client, key, value, lease):
