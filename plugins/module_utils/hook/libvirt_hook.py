@@ -67,7 +67,8 @@ def managed_lvs(runner, xml_text):
     result = []
     for vg_name in sorted(set(vg for vg, _lv, _s in wanted)):
         try:
-            vg = runner.read_vg(vg_name)
+            # only the domain's LVs: the hook runs inside libvirt's domain start, on VGs of 10,000 disks too
+            vg = runner.read_vg(vg_name, sorted(set(lv for name, lv, _s in wanted if name == vg_name)))
         except VgNotFound:
             continue  # a /dev/X/Y path that is not an LVM volume
         for name, lv_name, shareable in wanted:

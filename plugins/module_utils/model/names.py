@@ -22,6 +22,11 @@ RESERVED_LV_PARTS = (
 RESERVED_LV_PREFIXES = ("snapshot", "pvmove")
 
 
+def is_lvm_name(name):
+    """True when ``name`` has only the characters lvm2 allows in a VG or LV name."""
+    return isinstance(name, str) and bool(_NAME_RE.match(name))
+
+
 def _check_common(name, what):
     if not isinstance(name, str) or not name:
         raise ValidationError("%s name must be a non-empty string" % what)

@@ -24,20 +24,22 @@ XML = """<domain><name>web01</name><uuid>%s</uuid><devices>
 class RecordingRunner(object):
     def __init__(self, lock_type="", active=False, fail=False):
         self.calls = []
+        self.reads = []
         self.lock_type = lock_type
         self.active = active
         self.fail = fail
 
-    def read_vg(self, name):
+    def read_vg(self, name, lv=None):
         if name != "vg0":
             raise VgNotFound(name)
+        self.reads.append((name, lv))
         attr = "-wi-a-----" if self.active else "-wi-------"
         row = {"vg_name": "vg0", "vg_size": "1073741824", "vg_free": "0", "vg_extent_size": "4194304",
                "vg_lock_type": self.lock_type}
-        return VolumeGroup(row, [
+        return VolumeGroup(row, [r for r in [
             {"lv_name": "d1", "lv_size": "4194304", "lv_tags": "sltv,sltv_kind=thick", "lv_attr": attr},
             {"lv_name": "foreign", "lv_size": "4194304", "lv_tags": "", "lv_attr": attr},
-        ])
+        ] if lv is None or r["lv_name"] in lv])  # like lvm fullreport -S lv_name=...
 
     def activate(self, vg, name, exclusive=True, shared_vg=False):
         if self.fail:
@@ -56,6 +58,8 @@ def test_prepare_activates_only_sltv_lvs(tmp_path):
     runner = RecordingRunner()
     hook(runner, tmp_path).run("web01", "prepare", "begin", XML)
     assert runner.calls == [("activate", "vg0", "d1", True, False)]
+    # one read of the VG, of the domain's LVs only (the hook runs inside the domain start)
+    assert runner.reads == [("vg0", ["d1", "foreign"])]
 
 
 def test_release_deactivates_active_sltv_lvs(tmp_path):
@@ -99,8 +103,8 @@ class ClaimedRunner(RecordingRunner):
         super(ClaimedRunner, self).__init__(**kwargs)
         self.claim_value = claim_value
 
-    def read_vg(self, name):
-        report = super(ClaimedRunner, self).read_vg(name)
+    def read_vg(self, name, lv=None):
+        report = super(ClaimedRunner, self).read_vg(name, lv)
         report.lvs["d1"].tags.append("sltv_attached=" + self.claim_value)
         return report
 

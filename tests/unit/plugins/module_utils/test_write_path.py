@@ -184,3 +184,8 @@ def test_a_read_of_one_lv_selects_it_in_every_lv_subreport(monkeypatch, tmp_path
     assert [argv[i - 3] for i, arg in enumerate(argv) if arg == "-S"] == ["lv", "seg", "pvseg"]
     runner.read_vg("vg0")
     assert "-S" not in seen[1]
+    # several LVs (the hook: a domain's disks); a name lvm would refuse never reaches the selection
+    runner.read_vg("vg0", ["d1", 'x" || lv_name=~".*', "d2"])
+    assert seen[2][seen[2].index("-S") + 1] == 'lv_name="d1" || lv_name="d2"'
+    runner.read_vg("vg0", ['bad"name'])
+    assert seen[3][seen[3].index("-S") + 1] == 'lv_name=""'
