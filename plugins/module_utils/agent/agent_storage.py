@@ -31,7 +31,6 @@ from ansible_collections.sltv.core.plugins.module_utils.errors import CommandErr
 from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import HostLockTimeout, VgNotFound
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import human, thin_cap
 
-AGENT_LEASE_TTL = 30  # seconds; the agents/<host> key lives this long after the agent stops refreshing it
 CLUSTER_RETRY = 15.0  # seconds between etcd attempts while it does not answer: a sweep must not block on it
 # The agent record is written again only when it changes (or its lease does), and at least this often
 # (seconds): between, a sweep only keeps the lease alive. A write is a raft proposal and a revision
@@ -427,10 +426,13 @@ class LvmStorage(Storage):
         client.txn(txn_body([], [request_put(key, json.dumps(value, sort_keys=True), lease)]))
 
     def _agent_lease(self, client):
-        """The agent's one lease, granted once and kept alive by register(): its keys (the agent's
-        record and its extend records) go with it when the agent stops, nothing piles up in etcd."""
-        if self._lease is None:
-            self._lease = client.grant_lease(AGENT_LEASE_TTL)[0]
+        """The agent's one lease: the process's, which its VG locks take too (etcd_lock.process_lease;
+        ``lock_ttl``, kept alive by its own thread). Its keys (the agent's record and its extend
+        records) go with it when the agent stops, nothing piles up in etcd; a lost lease is replaced
+        by a new one, and register() puts the record on it at once."""
+        from ansible_collections.sltv.core.plugins.module_utils.locking.etcd_lock import process_lease
+
+        self._lease = process_lease(self.config.lock, client).lease_id
         return self._lease
 
     def register(self, disks_watched=0):
@@ -441,8 +443,6 @@ class LvmStorage(Storage):
         self._write_status(disks_watched)
 
         def work(client):
-            if self._lease is not None and client.refresh_lease(self._lease) <= 0:
-                self._lease = None  # expired (etcd was away longer than its TTL): a new one
             value = dict(host=self.host, pid=os.getpid(), started=int(self.started), disks=disks_watched,
                          vgs=list(self.config.vgs), vgs_missing=list(self.missing_vgs),
                          degraded=self.degraded())
@@ -525,7 +525,10 @@ class LvmStorage(Storage):
     def close(self):
         self._wait_released()
         if self._etcd is not None and self._lease is not None:
-            self._cluster("revoking the agent lease", lambda client: client.revoke_lease(self._lease))
+            from ansible_collections.sltv.core.plugins.module_utils.locking.etcd_lock import close_sessions
+
+            # the process's leases (its records' and its locks', released above): its keys go at once
+            self._cluster("revoking the agent lease", lambda client: close_sessions())
         if self._etcd is not None:
             try:
                 self._etcd.close()

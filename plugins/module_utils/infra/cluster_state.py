@@ -15,9 +15,10 @@ Keys, under the lock prefix (default ``/sltv``), JSON values:
   seconds). An agent on another host where that LV is active (a live migration) runs
   ``lvchange --refresh`` on it at its next sweep.
 
-Both kinds live on the agent's one lease (``agent_storage.AGENT_LEASE_TTL``, 30 s, refreshed at
-every sweep; granted again only when it expired during an etcd outage): they go when the agent
-stops or dies, and nothing accumulates in etcd (there is no lease per extend any more). Requests
+Both kinds live on the agent's one lease, which its VG locks take too (``etcd_lock.process_lease``:
+``lock_ttl``, kept alive by its own thread; granted again only when it was lost during an etcd
+outage): they go when the agent stops or dies, and nothing accumulates in etcd (there is no lease
+per extend any more). Requests
 fail over to the next member of ``etcd_endpoints`` (``etcd_client``).
 """
 

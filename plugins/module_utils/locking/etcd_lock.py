@@ -4,7 +4,8 @@
 """The etcd backend of the VG lock: a key owned by a lease, created by a transaction.
 
 * the lease: one per process and settings (connection, ``lock_ttl``), shared by the process's locks
-  (``LeaseSession``): granted by its first lock, kept alive by one daemon thread that tracks until
+  and the agent's records (``LeaseSession``, ``process_lease``): granted by its first user, kept
+  alive by one daemon thread that tracks until
   when it surely lives, revoked at exit. A lock starts only on a lease whose keepalive is on time
   (else it is refreshed first, or a new one granted). Once lost (expired, or its keepalive failed
   until it would have expired) it stays lost, and every lock on it is lost: the next lock gets a new
@@ -246,6 +247,23 @@ def close_sessions():
         _sessions.clear()
     for session in sessions:
         session.close()
+
+
+def process_lease(settings, client):
+    """This process's lease for ``settings`` (the one its locks take), granted through ``client``
+    when there is none yet or it is lost. A key put on it lives while the process keeps it alive
+    and goes with it (at exit, or ``lock_ttl`` after the process died): the agent puts its records
+    on it, so that an agent holds one lease in etcd, not one for its records and one for its locks."""
+    ttl, _timeout, _prefix, merged = lock_settings(settings)
+    key = (etcd_client.pool_key(merged), ttl)  # as the locks' (EtcdVgLock._take_session)
+    with _sessions.guard:
+        session = _sessions.get(key)
+        if session is None or session.lost:
+            sent = time.monotonic()
+            lease_id, granted = client.grant_lease(ttl)
+            session = LeaseSession(key, lease_id, granted, sent + granted, client)
+            _sessions[key] = session
+    return session
 
 
 class EtcdVgLock(VgLock):

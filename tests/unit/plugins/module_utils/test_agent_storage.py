@@ -19,7 +19,8 @@ from ansible_collections.sltv.core.plugins.module_utils.agent import agent_stora
 from ansible_collections.sltv.core.plugins.module_utils.model import tags as T
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import parse_agent_config
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import ExtendFailed, LvmStorage, Storage, ThinDisk
-from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import FileLock, LocalVgLock
+from ansible_collections.sltv.core.plugins.module_utils.locking import etcd_lock
+from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import LOCK_SETTINGS_DEFAULTS, FileLock, LocalVgLock
 from ansible_collections.sltv.core.plugins.module_utils.errors import CommandError, LockError, LockLost, SltvError
 from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import VgNotFound, VolumeGroup
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, MIB, thin_cap
@@ -112,6 +113,12 @@ class FakeEtcd(object):
         self._check()
         self.revoked.append(lease)
 
+    def clone(self, timeout=None):  # the lease's keepalive thread and its revoke use a copy
+        return self
+
+    def describe(self, exc):
+        return str(exc)
+
     def txn(self, body):
         self._check()
         self.txns.append(body)
@@ -138,6 +145,16 @@ def local_locks(tmp_path, monkeypatch):
 
     monkeypatch.setattr(agent_storage, "make_vg_lock", make)
     return lock_dir, made
+
+
+LOCK_TTL = LOCK_SETTINGS_DEFAULTS["lock_ttl"]  # the agent's one lease is the process's lock lease
+
+
+@pytest.fixture(autouse=True)
+def no_lease_left():
+    """Each test starts without the process's etcd leases of an earlier one (etcd_lock.process_lease)."""
+    yield
+    etcd_lock.close_sessions()
 
 
 def storage(runner=None, vgs=("vg0",), lock=None, etcd=None, host="hostA"):
@@ -570,7 +587,7 @@ def test_register_and_publish():
     store = storage(lock={"lock_backend": "etcd"}, etcd=etcd)
     store.register(2)
     store.register(3)
-    assert etcd.leases == [agent_storage.AGENT_LEASE_TTL]  # refreshed, not granted again
+    assert etcd.leases == [LOCK_TTL]  # granted once: the process's lease, kept alive by its own thread
     store.published(disk(), 3 * GIB, 0.25)
     assert len(etcd.txns) == 3
     put = etcd.txns[-1]["success"][0]["request_put"]
@@ -590,7 +607,8 @@ def test_register_writes_the_record_only_when_it_changes(monkeypatch):
     store = storage(lock={"lock_backend": "etcd"}, etcd=etcd)
     for _sweep in range(5):
         store.register(2)
-    assert len(etcd.txns) == 1 and refreshed == [1, 1, 1, 1]
+    # no request at all for an unchanged record: the lease's keepalive thread refreshes the lease
+    assert len(etcd.txns) == 1 and refreshed == []
     store.register(3)  # the record changed: written
     assert len(etcd.txns) == 2
     now[0] += agent_storage.AGENT_RECORD_REWRITE  # unchanged, but rewritten now and then (a lost key comes back)
@@ -601,26 +619,31 @@ def test_register_writes_the_record_only_when_it_changes(monkeypatch):
 
 
 def test_register_writes_again_on_a_new_lease(monkeypatch):
-    """The lease expired (refresh says -1) or etcd failed: the record is put on the new lease at once."""
+    """The lease was lost (its keepalive found it expired) or etcd failed: the record is put again at once,
+    on a new lease when the old one is lost; the process's locks then take that new lease too."""
     etcd = FakeEtcd()
-    ttl = [30]
-    etcd.refresh_lease = lambda lease: etcd._check() or ttl[0]  # pylint: disable=protected-access
     monkeypatch.setattr(agent_storage.time, "monotonic", lambda: 100.0)
     store = storage(lock={"lock_backend": "etcd"}, etcd=etcd)
     store.register(1)
     store.register(1)
     assert len(etcd.txns) == 1
-    ttl[0] = -1  # expired
+    session = etcd_lock.process_lease(store.config.lock, etcd)
+    assert session.lease_id == 1
+    session.mark_lost("the lease 1 expired (etcd answered TTL -1)")  # what its keepalive does
     store.register(1)
-    assert etcd.leases == [agent_storage.AGENT_LEASE_TTL] * 2
+    assert etcd.leases == [LOCK_TTL] * 2
     assert [t["success"][0]["request_put"]["lease"] for t in etcd.txns] == [1, 2]
-    ttl[0] = 30
+    assert etcd_lock.process_lease(store.config.lock, etcd).lease_id == 2  # the one the locks take now
     etcd.fail = IOError("connection refused")
-    store.register(1)
+    store.register(1)  # unchanged: nothing to send
+    store.after_sweep([])  # the sweep's read of the extend records fails: etcd is down
+    assert not store.cluster_up
     etcd.fail = None
     store._cluster_retry_at = 0.0  # pylint: disable=protected-access  # the retry time has come
     store.register(1)
-    assert [t["success"][0]["request_put"]["lease"] for t in etcd.txns] == [1, 2, 3]
+    # written again after the failure (the key may have gone with an outage), on the lease that still lives
+    assert [t["success"][0]["request_put"]["lease"] for t in etcd.txns] == [1, 2, 2]
+    assert etcd.leases == [LOCK_TTL] * 2
 
 
 def test_published_extends_share_the_one_agent_lease():
@@ -630,7 +653,7 @@ def test_published_extends_share_the_one_agent_lease():
     for number in range(5):
         store.published(disk("d%d" % number), 3 * GIB, 0.25)  # before the first register, too
     store.register(1)
-    assert etcd.leases == [agent_storage.AGENT_LEASE_TTL]
+    assert etcd.leases == [LOCK_TTL]
     assert set(t["success"][0]["request_put"]["lease"] for t in etcd.txns) == set([1])
 
 
@@ -641,7 +664,7 @@ def test_etcd_failures_never_raise(what):
     store.register(1)
     etcd.fail = IOError("connection refused")
     if what == "register":
-        store.register(1)
+        store.register(2)  # a changed record: put (an unchanged one sends nothing)
     elif what == "published":
         store.published(disk(), 3 * GIB, 0.1)
     elif what == "after_sweep":
@@ -654,7 +677,7 @@ def test_etcd_failures_never_raise(what):
     store.register(1)  # within CLUSTER_RETRY: etcd is not asked again, so a sweep never blocks on it
     assert store.cluster_up is False
     store._cluster_retry_at = 0.0  # pylint: disable=protected-access  # the retry time has come
-    store.register(1)  # a new connection and a new lease
+    store.register(3)  # a new connection; the process's lease lives on
     assert store.cluster_up is True
 
 
