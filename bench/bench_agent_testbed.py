@@ -8,7 +8,8 @@ On one hypervisor VM of the test bed, in one run:
   no-OS domain; QEMU writes (HMP qemu-io) just past the armed threshold, one extend at a time. Each
   extend's phases come from the agent's log: detect (event to decision), lock, lvextend, verify,
   rearm, total (event to re-armed threshold). Baseline, same run, same VG: a bare
-  ``lvextend -L +64M`` of an active LV, by hand (no lock). Goal: total <= 1.2 x bare lvextend.
+  ``lvextend -L +64M`` of an active LV, by hand (no lock). Goals (issue 12): total p99 <= 1.1 x bare
+  lvextend p99, the agent's own part (total - lvextend) p99 <= 50 ms.
 * write rate: the agent at its default settings (chunk 1 GiB..8 GiB, headroom 10 s); QEMU writes
   --rate-gib GiB flat out in 128 MiB steps; failed writes and pauses are counted. The implied
   pause-free rate is headroom / extend latency.
@@ -98,8 +99,11 @@ def report(result):
     bare = result["bare_lvextend"]
     print("%-22s %9.3f %9.3f %9.3f" % ("bare lvextend +64M", pct(bare, 50), pct(bare, 99), max(bare)))
     total = [e["total"] for e in extends]
-    print("ratio total / bare lvextend: p50 %.2f  p99 %.2f  (goal <= 1.2)"
-          % (pct(total, 50) / pct(bare, 50), pct(total, 99) / pct(bare, 99)))
+    ratio = pct(total, 99) / pct(bare, 99)
+    print("ratio total / bare lvextend: p50 %.2f  p99 %.2f  (issue 12's goal: p99 <= 1.1: %s)"
+          % (pct(total, 50) / pct(bare, 50), ratio, "met" if ratio <= 1.1 else "NOT met"))
+    print("the agent's own part (detect + lock + fence + verify + rearm) p99 %.0f ms (goal <= 50 ms: %s)"
+          % (pct(own, 99) * 1000, "met" if pct(own, 99) <= 0.05 else "NOT met"))
     print("reference VDSM published extend 0.77 / 1.15 / 1.39 s min/avg/max: our p50 / 1.15 = %.2f, p99 / 1.39 = %.2f"
           % (pct(total, 50) / 1.15, pct(total, 99) / 1.39))
     print("reference SLTV 15 s polling (mean detection delay 7.5 s): our p50 total / 7.5 = %.3f" % (pct(total, 50) / 7.5))
