@@ -40,6 +40,21 @@ VG = "vg_standin"  # bench_agent_local.VG
 importlib.import_module("ansible_collections.sltv.core.plugins.module_utils.agent.agent_main")
 
 
+def start_agent(agent):
+    """Start ``agent`` (connect) and run it in a daemon thread; returns the function that stops it."""
+    stop = threading.Event()
+    worker = threading.Thread(target=agent.run, args=(stop,), name="agent")
+    worker.daemon = True
+    agent.start()
+    worker.start()
+
+    def stopped():
+        stop.set()
+        worker.join(10)
+
+    return stopped
+
+
 def run_event_loop():
     while True:
         libvirt.virEventRunDefaultImpl()
@@ -92,11 +107,7 @@ def child_main(kind, spec_path):
     agent._call = timed_call
 
     agent.sweep = timed_sweep
-    stop = threading.Event()
-    worker = threading.Thread(target=agent.run, args=(stop,), name="agent")
-    worker.daemon = True
-    agent.start()
-    worker.start()
+    stop = start_agent(agent)
     while not agent.ready:
         time.sleep(0.01)
     # The first sweep grows every new disk whose headroom is below what the assumed initial write
@@ -121,8 +132,7 @@ def child_main(kind, spec_path):
     sys.stdin.readline()
     result = counters()
     result["seconds"] = time.monotonic() - started
-    stop.set()
-    worker.join(10)
+    stop()
     agent.close()
     print("RESULT %s" % json.dumps(result), flush=True)
     return 0

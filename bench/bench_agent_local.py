@@ -55,7 +55,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 
@@ -68,6 +67,7 @@ conftest.link_collection()  # build/collections/ansible_collections/sltv/core ->
 import libvirttest  # noqa: E402  (the real libvirtd harness of the tests)
 from libvirttest import LOSETUP_BIN, LibvirtDaemon, LibvirtSession, LoopDevice, define_nos_domain, hmp  # noqa: E402
 from agent_standin import EXTENT, LoopStorage, device_size  # noqa: E402
+from agent_child import start_agent  # noqa: E402  (bench/, the agent's process of the idle mode)
 
 from ansible_collections.sltv.core.plugins.module_utils.agent.agent_config import parse_agent_config  # noqa: E402
 from ansible_collections.sltv.core.plugins.module_utils.model.sizes import GIB, MIB, thin_cap  # noqa: E402
@@ -255,11 +255,7 @@ def latency(options, res):
             queue_waits[before] = taken - min(stamps)
 
     agent.handle = timed_handle
-    stop = threading.Event()
-    worker = threading.Thread(target=agent.run, args=(stop,), name="agent")
-    worker.daemon = True
-    agent.start()
-    worker.start()
+    stop = start_agent(agent)
     writes, to_recorded, bare_times, probe_times, stats_times, crossings = [], [], [], [], [], []
     try:
         if not wait_until(lambda: agent.ready, 30):
@@ -300,8 +296,7 @@ def latency(options, res):
                 dom = conn.lookupByName(dom.name())
         time.sleep(1.0)
     finally:
-        stop.set()
-        worker.join(10)
+        stop()
         agent.close()
     history = list(agent.history)
     if agent.metrics.reconnects.value():

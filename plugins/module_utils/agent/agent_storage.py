@@ -143,6 +143,7 @@ class LvmStorage(Storage):
         self._etcd_connect = etcd_connect
         self._etcd = None
         self._lease = None
+        self._session = None  # the etcd_lock.LeaseSession the lease belongs to
         self._registered = None  # (lease, value) of the agent record last written, and when
         self._cluster_up = cluster_up  # False: started during an etcd outage
         self._seen_extends = {}  # etcd key -> (size, time) already handled
@@ -430,9 +431,11 @@ class LvmStorage(Storage):
         ``lock_ttl``, kept alive by its own thread). Its keys (the agent's record and its extend
         records) go with it when the agent stops, nothing piles up in etcd; a lost lease is replaced
         by a new one, and register() puts the record on it at once."""
-        from ansible_collections.sltv.core.plugins.module_utils.locking.etcd_lock import process_lease
+        if self._session is None or self._session.lost:  # else no settings check and guard at every sweep
+            from ansible_collections.sltv.core.plugins.module_utils.locking.etcd_lock import process_lease
 
-        self._lease = process_lease(self.config.lock, client).lease_id
+            self._session = process_lease(self.config.lock, client)
+        self._lease = self._session.lease_id
         return self._lease
 
     def register(self, disks_watched=0):
@@ -524,11 +527,12 @@ class LvmStorage(Storage):
 
     def close(self):
         self._wait_released()
-        if self._etcd is not None and self._lease is not None:
+        if self._session is not None:
             from ansible_collections.sltv.core.plugins.module_utils.locking.etcd_lock import close_sessions
 
-            # the process's leases (its records' and its locks', released above): its keys go at once
-            self._cluster("revoking the agent lease", lambda client: close_sessions())
+            # the process's leases (its records' and its locks', released above; best effort, bounded):
+            # its keys go at once
+            close_sessions()
         if self._etcd is not None:
             try:
                 self._etcd.close()

@@ -235,8 +235,13 @@ class LeaseSession(object):
         client.close()
 
 
-# (pool key, lock_ttl) -> LeaseSession; a forked child has none (the keepalive threads stay behind)
+# session_key() -> LeaseSession; a forked child has none (the keepalive threads stay behind)
 _sessions = etcd_client.ProcessLocal()
+
+
+def session_key(pool_key, ttl):
+    """The key of a process's lease: its connection settings (etcd_client.pool_key) and lock_ttl."""
+    return (pool_key, ttl)
 
 
 @atexit.register
@@ -255,7 +260,7 @@ def process_lease(settings, client):
     and goes with it (at exit, or ``lock_ttl`` after the process died): the agent puts its records
     on it, so that an agent holds one lease in etcd, not one for its records and one for its locks."""
     ttl, _timeout, _prefix, merged = lock_settings(settings)
-    key = (etcd_client.pool_key(merged), ttl)  # as the locks' (EtcdVgLock._take_session)
+    key = session_key(etcd_client.pool_key(merged), ttl)
     with _sessions.guard:
         session = _sessions.get(key)
         if session is None or session.lost:
@@ -389,7 +394,7 @@ class EtcdVgLock(VgLock):
         """Put the lock on the process's lease for its settings: granted when there is none or it is
         lost; refreshed first when its keepalive is behind (less than half of it known to be left;
         the keepalive keeps two thirds), so that a lock always starts with most of a lease."""
-        key = (self._client.pool_key, self.ttl)
+        key = session_key(self._client.pool_key, self.ttl)
         guard = _sessions.guard
         if not guard.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise self._unreachable("another thread of this process was granting the lease until the deadline")

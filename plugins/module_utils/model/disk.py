@@ -87,16 +87,19 @@ class Disk(object):
         """The ownership claims of the disk (model.ownership.Claim), from its sltv_attached tags."""
         return O.claims_of(self.attachments)
 
-    def to_dict(self):
+    def facts(self):
+        """What every listing of the disk says (sltv_info's entries; to_dict adds the raw tags)."""
         return {
             "name": self.name, "vg": self.vg, "path": self.path, "kind": self.kind,
             "format": self.format, "size": self.size, "virtual_size": self.virtual_size,
             # what an admin reads at a glance; the byte counts stay what playbooks compare
             "size_human": human(self.size), "virtual_size_human": human(self.virtual_size),
-            "initialized": self.initialized, "attachments": list(self.attachments),
-            "claims": [c.to_dict() for c in self.claims],
-            "lv_tags": list(self.tags), "exists": True,
+            "initialized": self.initialized,
         }
+
+    def to_dict(self):
+        return dict(self.facts(), attachments=list(self.attachments), claims=[c.to_dict() for c in self.claims],
+                    lv_tags=list(self.tags), exists=True)
 
 
 def _first(facts, key):

@@ -86,13 +86,10 @@ def gather(runner, host, hypervisor=None, vgs=None, disk=None, domain=None):
 
 
 def _entry(disk, host):
-    """A disk as sltv_info lists it. Not sltv_disk's result (Disk.to_dict): at 10,000 disks, its raw
-    tags and the claims written three ways were 40 % of the values that Ansible's exit_json walks
-    (sltv_info took 2.04 s, bench/bench_scale.py); ``attached`` holds the claims once."""
-    return dict(name=disk.name, vg=disk.vg, path=disk.path, kind=disk.kind, format=disk.format, size=disk.size,
-                virtual_size=disk.virtual_size, size_human=human(disk.size),
-                virtual_size_human=human(disk.virtual_size), initialized=disk.initialized,
-                active_here=disk.lv.active,
+    """A disk as sltv_info lists it: its facts, not sltv_disk's result (Disk.to_dict). At 10,000 disks
+    the raw tags and the claims written three ways were 40 % of the values that Ansible's exit_json
+    walks (sltv_info took 2.04 s, bench/bench_scale.py); ``attached`` holds the claims once."""
+    return dict(disk.facts(), active_here=disk.lv.active,
                 attached=[dict(claim.to_dict(), here=claim.host == host) for claim in disk.claims])
 
 

@@ -17,22 +17,14 @@ playbook's), or exits 1 with the reason on stderr.
       came before the growth: the creates straddle the agent's extend.
 """
 import json
-import os
 import socket
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
 
-CORE = "/usr/lib/sltv"  # where the role sltv_agent installs the collection's core library
-
-
-def device_size(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.lseek(fd, 0, os.SEEK_END)
-    finally:
-        os.close(fd)
+sys.path.insert(0, "/usr/lib/sltv")  # the collection's core library, as the role sltv_host installs it
+from ansible_collections.sltv.core.plugins.module_utils.agent.agent_storage import device_size  # noqa: E402
 
 
 def disk_alias(domain, path):
@@ -63,7 +55,6 @@ def write(domain, path, write_mib, grown_above, timeout):
 
 
 def churn(vg, disk, grown_above, prefix, most, endpoint):
-    sys.path.insert(0, CORE)
     from ansible_collections.sltv.core.plugins.module_utils.infra.lvm import LvmRunner
     from ansible_collections.sltv.core.plugins.module_utils.locking.vg_lock import make_vg_lock
     from ansible_collections.sltv.core.plugins.module_utils.model.disk import DiskSpec
